@@ -1,0 +1,282 @@
+"""``JetSpecWorker``: the JETSPEC speculative worker for SGLang 0.5.17 (spec-v2 schema).
+
+A decode step reads as four phases:
+
+1. ``draft``  the head runs once over ``[bonus, MASK x D]`` on its own ModelRunner
+   (TARGET_VERIFY mode, CUDA-graph capturable) and yields per-depth top-K ids with
+   full-vocabulary log-probs;
+2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
+   SGLang's EAGLE lineage ABI;
+3. ``verify``  SGLang's ``build_eagle_verify_input`` / ``run_eagle_verify`` score the
+   tree in one target pass and accept the longest path (greedy or lossless
+   sampling, grammar, penalties, logprobs), moving the accepted KV to the front;
+4. ``commit``  the head's context K/V is written for every committed token.
+
+Prefill runs the target, then writes the head's context K/V for every prompt token,
+which keeps radix-cache hits safe. No step reads device values on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+from typing import Any, Callable, Optional
+
+import torch
+from sglang.srt.managers.utils import GenerationBatchResult
+from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardBatch, ForwardMode, compute_position
+from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
+from sglang.srt.speculative.draft_worker_common import (
+    build_draft_tp_worker,
+    make_draft_block_spec_info,
+    make_draft_input_v2,
+)
+from sglang.srt.speculative.eagle_utils import default_tree_mask_mode
+from sglang.srt.speculative.eagle_worker_common import build_eagle_verify_input, run_eagle_verify
+
+from ..draft_head import check_head_matches_target
+from ..head_config import DraftHeadConfig
+from ..tree import build_tree
+from .draft_kv import DraftContextWriter
+from .hooks import assert_hooks_applied
+from .lineage import encode_lineage, lineage_topk
+from .settings import TreeSettings
+from .spec_algo import ALGORITHM_NAME
+from .vocab_topk import vocab_parallel_topk
+
+logger = logging.getLogger(__name__)
+
+
+class JetSpecWorker(BaseSpecWorker):
+    """Drives the target and the draft head; the scheduler sees it as its model worker."""
+
+    def __init__(self, server_args: Any, gpu_id: int, ps: Any, nccl_port: int, target_worker: Any) -> None:
+        super().__init__()
+        assert_hooks_applied()
+        self.server_args = server_args
+        self._target_worker = target_worker
+        self.model_runner = target_worker.model_runner
+        self.device = target_worker.device
+        self.tree = TreeSettings(
+            budget=server_args.speculative_num_draft_tokens,
+            topk=server_args.speculative_eagle_topk,
+            depth=server_args.speculative_num_steps,
+        )
+        self.lineage_topk = lineage_topk(self.tree.budget, self.tree.depth, self.tree.topk)
+
+        bundle = build_draft_tp_worker(
+            server_args=server_args,
+            gpu_id=gpu_id,
+            ps=replace(ps, pp_rank=0),
+            nccl_port=nccl_port,
+            target_model_config=self.model_runner.model_config,
+            algo_label=ALGORITHM_NAME,
+        )
+        self._draft_worker = bundle.draft_worker
+        self.draft_model_runner = bundle.draft_model_runner
+        self.draft_model = bundle.draft_model
+
+        head = DraftHeadConfig.from_hf_dict(self.draft_model_runner.model_config.hf_config.to_dict())
+        check_head_matches_target(head, self.model_runner.model_config.hf_config)
+        self.mask_token_id = head.mask_token_id
+        target_model = self.model_runner.model
+        if not hasattr(target_model, "set_dflash_layers_to_capture"):
+            raise ValueError(
+                f"{type(target_model).__name__} cannot expose layer features to a draft head in sglang 0.5.17 "
+                "(no set_dflash_layers_to_capture); JETSPEC supports Llama- and Qwen3-family targets"
+            )
+        target_model.set_dflash_layers_to_capture(list(head.target_layer_ids))
+        embed_tokens = target_model.get_input_embeddings()
+        # The head shares the target's embeddings; a plain function (not a submodule)
+        # so that CUDA-graph capture embeds inside the draft graph.
+        self.draft_model.forward_embed = lambda input_ids: embed_tokens(input_ids)
+        self.lm_head = target_model.lm_head
+        self.context_writer = DraftContextWriter(self.draft_model, self.draft_model_runner.token_to_kv_pool)
+        self.draft_spec_info = make_draft_block_spec_info(draft_token_num=self.block_len, device=self.device)
+        self.block_offsets = torch.arange(self.block_len, device=self.device)
+        if ps.tp_size > 1:
+            from sglang.srt.distributed import get_tp_group
+
+            self.tp_group = get_tp_group()
+        else:
+            self.tp_group = None
+        logger.info(
+            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d head=%s (%d layers, taps %s, causal=%s)",
+            self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk,
+            type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
+        )
+
+    # ------------------------------------------------------------ worker API
+    @property
+    def block_len(self) -> int:
+        """Draft block width: the bonus plus one MASK per tree depth."""
+        return self.tree.depth + 1
+
+    @property
+    def spec_v2_attn_backends(self) -> tuple:
+        return (self.model_runner.attn_backend, self.draft_model_runner.attn_backend)
+
+    def alloc_memory_pool(self, memory_pool_config=None, req_to_token_pool=None, token_to_kv_pool_allocator=None):
+        # The head's KV pool is its own buffer, addressed by the target's slot indices.
+        self._draft_worker.alloc_memory_pool(
+            memory_pool_config=memory_pool_config,
+            req_to_token_pool=req_to_token_pool,
+            token_to_kv_pool_allocator=token_to_kv_pool_allocator,
+        )
+
+    def init_attention_backends(self) -> None:
+        self._draft_worker.init_attention_backends()
+
+    def init_cuda_graphs(self) -> None:
+        from sglang.srt.model_executor.cuda_graph_config import Backend
+        from sglang.srt.runtime_context import get_exec
+
+        capture = get_exec().graph.cuda_graph_config.decode.backend != Backend.DISABLED
+        self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=capture)
+
+    def clear_cache_pool(self) -> None:
+        # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
+        return None
+
+    # ------------------------------------------------------------------ step
+    def forward_batch_generation(
+        self, batch: Any, on_publish: Optional[Callable] = None, grammar_barrier: Optional[Callable] = None
+    ) -> GenerationBatchResult:
+        if batch.forward_mode.is_extend() or batch.is_extend_in_batch:
+            return self.prefill(batch, on_publish)
+        if batch.forward_mode.is_idle():
+            return self.idle(on_publish)
+        draft_input = batch.spec_info
+        topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
+        lineage = encode_lineage(
+            build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens, self.tree.budget), self.lineage_topk
+        )
+        result = self.verify(batch, draft_input, lineage, grammar_barrier)
+        if on_publish is not None:
+            on_publish(result.new_seq_lens)
+        self.commit(result, block_slots, block_positions)
+        return result
+
+    def prefill(self, batch: Any, on_publish: Optional[Callable]) -> GenerationBatchResult:
+        """Target prefill with tap capture, then the head's context K/V for every prompt token."""
+        result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
+        result.new_seq_lens = batch.seq_lens
+        if on_publish is not None:
+            on_publish(result.new_seq_lens)
+        taps = result.logits_output.hidden_states
+        if taps is None:
+            raise RuntimeError("the target returned no tap features at prefill; its layers-to-capture were not set")
+        prefix_lens = torch.tensor(batch.prefix_lens, dtype=torch.int32, device=self.device)
+        extend_lens = torch.tensor(batch.extend_lens, dtype=torch.int32, device=self.device)
+        positions, _ = compute_position(
+            self.model_runner.server_args.attention_backend, prefix_lens, extend_lens, int(sum(batch.extend_lens))
+        )
+        self.context_writer.write(taps, positions, batch.out_cache_loc)
+        result.logits_output.hidden_states = None  # keep the taps off the host copy
+        result.next_draft_input = make_draft_input_v2(bonus_tokens=result.next_token_ids, new_seq_lens=batch.seq_lens)
+        return result
+
+    def idle(self, on_publish: Optional[Callable]) -> GenerationBatchResult:
+        empty = torch.empty((0,), dtype=torch.int64, device=self.device)
+        next_input = make_draft_input_v2(bonus_tokens=empty, new_seq_lens=empty)
+        if on_publish is not None:
+            on_publish(next_input.new_seq_lens)
+        return GenerationBatchResult(
+            logits_output=None,
+            next_token_ids=empty,
+            accept_lens=torch.empty((0,), dtype=torch.int32, device=self.device),
+            next_draft_input=next_input,
+            can_run_cuda_graph=False,
+            speculative_num_draft_tokens=self.tree.budget,
+            new_seq_lens=empty,
+        )
+
+    def draft(self, batch: Any, bonus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One head pass over ``[bonus, MASK x D]`` per request.
+
+        Returns ``topk_ids, topk_logprobs: [bs, D, K]`` and the block's ``slots, positions: [bs, D + 1]``
+        (the block's KV slots are where the accepted path's context K/V goes afterwards).
+        """
+        bs = bonus.shape[0]
+        seq_lens = batch.seq_lens
+        positions = seq_lens[:, None].to(torch.int64) + self.block_offsets
+        req_to_token = self.model_runner.req_to_token_pool.req_to_token
+        slots = req_to_token[batch.req_pool_indices[:, None], positions].to(torch.int64)
+        block_ids = torch.full((bs, self.block_len), self.mask_token_id, dtype=torch.int64, device=self.device)
+        block_ids[:, 0] = bonus
+        seq_lens_cpu = None if batch.seq_lens_cpu is None else batch.seq_lens_cpu + self.block_len
+        forward_batch = ForwardBatch(
+            forward_mode=ForwardMode.TARGET_VERIFY,
+            batch_size=bs,
+            input_ids=block_ids.flatten(),
+            req_pool_indices=batch.req_pool_indices,
+            seq_lens=seq_lens,
+            out_cache_loc=slots.flatten(),
+            seq_lens_sum=None if seq_lens_cpu is None else int(seq_lens_cpu.sum()),
+            seq_lens_cpu=seq_lens_cpu,
+            positions=positions.flatten(),
+            spec_algorithm=self.draft_model_runner.spec_algorithm,
+            spec_info=self.draft_spec_info,
+            capture_hidden_mode=CaptureHiddenMode.NULL,
+        )
+        with torch.inference_mode():
+            hidden = self.draft_model_runner.forward(forward_batch).logits_output.hidden_states
+        per_depth = hidden.view(bs, self.block_len, -1)[:, 1:].reshape(bs * self.tree.depth, -1)
+        ids, logprobs = vocab_parallel_topk(per_depth, self.lm_head, self.tree.topk, self.tp_group)
+        shape = (bs, self.tree.depth, self.tree.topk)
+        return ids.view(shape), logprobs.view(shape), slots, positions
+
+    def verify(self, batch: Any, draft_input: Any, lineage: Any, grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
+        """Score the tree with the target and accept a path (SGLang's EAGLE verify)."""
+        verify_input = build_eagle_verify_input(
+            batch,
+            draft_input,
+            lineage.parent_list,
+            lineage.top_scores_index,
+            lineage.draft_tokens,
+            None,
+            target_worker=self.target_worker,
+            topk=lineage.topk,
+            num_steps=lineage.depth,
+            num_draft_tokens=self.tree.budget,
+            tree_mask_mode=default_tree_mask_mode(),
+            device=self.device,
+        )
+        batch.spec_info = verify_input
+        return run_eagle_verify(
+            batch,
+            target_worker=self.target_worker,
+            req_to_token_pool=self.model_runner.req_to_token_pool,
+            token_to_kv_pool_allocator=self.model_runner.token_to_kv_pool_allocator,
+            plan_stream=None,
+            plan_stream_ctx=contextlib.nullcontext(),
+            topk=lineage.topk,
+            num_steps=lineage.depth,
+            num_draft_tokens=self.tree.budget,
+            device=self.device,
+            metadata_ready_pre_pad=False,
+            finalize_tree_path=True,
+            grammar_barrier=grammar_barrier,
+        )
+
+    def commit(self, result: GenerationBatchResult, block_slots: torch.Tensor, block_positions: torch.Tensor) -> None:
+        """Write the head's context K/V for the committed tokens (root plus accepted nodes).
+
+        After verify, the accepted path's taps sit at the front of each request's rows
+        and its target KV at the block's first slots, so row ``j`` belongs at
+        ``block_slots[:, j]`` / position ``seq_len + j`` for ``j < accept_lens``.
+        """
+        bs = block_slots.shape[0]
+        taps = result.logits_output.hidden_states.view(bs, self.tree.budget, -1)[:, : self.block_len]
+        self.context_writer.write(
+            taps.reshape(bs * self.block_len, -1),
+            block_positions.flatten(),
+            block_slots.flatten(),
+            cache_loc_2d=block_slots,
+            commit_lens=result.accept_lens.to(torch.int32),
+        )
+        result.logits_output.hidden_states = None
+        result.next_draft_input = make_draft_input_v2(
+            bonus_tokens=result.next_draft_input.bonus_tokens, new_seq_lens=result.new_seq_lens
+        )
