@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from jetspec_sglang.server_process import SGLangServer
+
 pytestmark = pytest.mark.gpu
 os.environ.setdefault("SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE", "1")
+os.environ.setdefault("JETSPEC_FP32_NATIVE_OPS", "1")  # sgl-kernel's fused ops have no fp32 kernels
 
 TINY_VOCAB = 8  # with K = 8 every depth-1 choice is drafted, so paths go deep
 COMMON = dict(attention_backend="triton", sampling_backend="pytorch", random_seed=0, log_level="error",
@@ -79,8 +82,12 @@ def tiny_runs(tiny_models):
 
 def test_tiny_fp32_greedy_is_token_identical_to_plain(tiny_runs) -> None:
     plain, spec, _ = tiny_runs
+    report = []
     for i, expected in enumerate(plain):
-        assert spec[i]["output_ids"] == expected["output_ids"], f"prompt {i} diverged"
+        got = spec[i]["output_ids"]
+        first = next((j for j, (a, b) in enumerate(zip(got, expected["output_ids"])) if a != b), None)
+        report.append((i, first, spec[i]["meta_info"].get("spec_accept_length"), got[:12], expected["output_ids"][:12]))
+    assert all(r[1] is None for r in report), report
 
 
 def test_tiny_fp32_accepts_several_tokens_per_step(tiny_runs) -> None:
@@ -126,26 +133,8 @@ def smol_head(tmp_path_factory) -> str:
     return str(path)
 
 
-class Server:
-    """An SGLang HTTP server for one test module (SGLang's own launcher)."""
-
-    def __init__(self, model: str, port: int, args: list[str]) -> None:
-        from sglang.test.test_utils import popen_launch_server
-
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = popen_launch_server(model, self.url, timeout=600, other_args=args)
-
-    def generate(self, input_ids: list[int], sampling: dict) -> dict:
-        import requests
-
-        r = requests.post(f"{self.url}/generate", json={"input_ids": input_ids, "sampling_params": sampling}, timeout=300)
-        r.raise_for_status()
-        return r.json()
-
-    def close(self) -> None:
-        from sglang.srt.utils import kill_process_tree
-
-        kill_process_tree(self.process.pid)
+def generate(server: SGLangServer, input_ids: list[int], sampling: dict) -> dict:
+    return server.post("/generate", {"input_ids": input_ids, "sampling_params": sampling})
 
 
 def server_args(**kw) -> list[str]:
@@ -157,8 +146,9 @@ def server_args(**kw) -> list[str]:
 
 
 def chat_ids(tokenizer, question: str) -> list[int]:
-    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                         tokenize=True)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                        tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # transformers 5.12 returns a BatchEncoding
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +156,16 @@ def smol_plain_outputs() -> list[list[int]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(SMOL)
-    server = Server(SMOL, 30100, server_args())
+    server = SGLangServer(SMOL, 30100, server_args())
     try:
-        return [server.generate(chat_ids(tokenizer, q), greedy(160))["output_ids"] for q in QUESTIONS]
+        return [generate(server, chat_ids(tokenizer, q), greedy(160))["output_ids"] for q in QUESTIONS]
     finally:
         server.close()
 
 
 @pytest.fixture(scope="module")
 def smol_jetspec(smol_head):
-    server = Server(SMOL, 30101, server_args(speculative_algorithm="JETSPEC", speculative_draft_model_path=smol_head,
+    server = SGLangServer(SMOL, 30101, server_args(speculative_algorithm="JETSPEC", speculative_draft_model_path=smol_head,
                                              speculative_num_draft_tokens=64))
     yield server
     server.close()
@@ -196,28 +186,27 @@ def test_smollm2_bf16_outputs_match_plain_up_to_near_ties(smol_plain_outputs, sm
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(SMOL)
-    identical, report = 0, []
+    identical, report, accept = 0, [], []
     for question, expected in zip(QUESTIONS, smol_plain_outputs):
         prompt = chat_ids(tokenizer, question)
-        out = smol_jetspec.generate(prompt, greedy(160))
+        out = generate(smol_jetspec, prompt, greedy(160))
         got = out["output_ids"]
-        assert out["meta_info"]["spec_accept_length"] >= 1.0
+        accept.append(out["meta_info"]["spec_accept_length"])
         if got == expected:
             identical += 1
             continue
         first = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
         gap = fp32_gap(prompt + expected[:first], expected[first], got[first])
         report.append((question[:30], first, round(gap, 3)))
-        assert abs(gap) < 0.3, f"divergence at token {first} is not a near tie (fp32 gap {gap})"
     Path(os.environ.get("OUT", "/tmp")).joinpath("smol_equality.json").write_text(
-        json.dumps({"identical": identical, "total": len(QUESTIONS), "divergences": report}))
+        json.dumps({"identical": identical, "total": len(QUESTIONS), "divergences": report, "accept": accept}))
+    assert all(abs(gap) < 0.3 for _, _, gap in report), f"a divergence is not a near tie: {report}"
+    assert min(accept) >= 1.0
 
 
 @needs_smol
 def test_smollm2_reports_accept_length_in_server_info(smol_jetspec) -> None:
-    import requests
-
-    info = requests.get(f"{smol_jetspec.url}/server_info", timeout=30).json()
+    info = smol_jetspec.get("/server_info")
     assert info["internal_states"][0]["avg_spec_accept_length"] >= 1.0
 
 
@@ -260,5 +249,5 @@ def test_smollm2_32_concurrent_streams_and_abort(smol_jetspec) -> None:
     # Same question, same greedy text, whatever the batch it landed in (up to bf16 near ties).
     assert sum(results[i][0] == results[i + 8][0] for i in range(24)) >= 20
     time.sleep(3)  # idle: SGLang's strict memory check runs and would kill the server on a leak
-    again = smol_jetspec.generate([1, 2, 3, 4], greedy(8))
+    again = generate(smol_jetspec, [1, 2, 3, 4], greedy(8))
     assert len(again["output_ids"]) == 8

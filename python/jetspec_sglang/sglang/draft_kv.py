@@ -18,13 +18,13 @@ from torch import Tensor
 class DraftContextWriter:
     """Projects target taps into each draft layer's K/V and stores them.
 
-    ``draft_model`` is SGLang's ``DFlashDraftModel``; ``kv_pool`` its runner's
-    ``token_to_kv_pool``.
+    ``draft_runner`` is the head's ModelRunner; its ``model`` is SGLang's
+    ``DFlashDraftModel`` and its KV pool exists once the scheduler allocated it.
     """
 
-    def __init__(self, draft_model: Any, kv_pool: Any) -> None:
-        self.draft_model = draft_model
-        self.kv_pool = kv_pool
+    def __init__(self, draft_runner: Any) -> None:
+        self.draft_runner = draft_runner
+        self.draft_model = draft_runner.model
 
     @torch.inference_mode()
     def write(
@@ -49,6 +49,7 @@ class DraftContextWriter:
         if taps.shape[0] == 0:
             return
         features = self.draft_model.project_target_hidden(taps)
+        kv_pool = self.draft_runner.token_to_kv_pool
         for layer in self.draft_model.layers:
             attn = layer.self_attn
             k, v = attn.kv_proj_only(self.draft_model.prepare_context_hidden_for_kv(layer, features))
@@ -56,8 +57,8 @@ class DraftContextWriter:
             k = k.view(-1, attn.num_kv_heads, attn.head_dim)
             v = v.view(-1, attn.num_kv_heads, attn.head_dim)
             if cache_loc_2d is None:
-                self.kv_pool.set_kv_buffer(attn.attn, cache_loc, k, v, attn.attn.k_scale, attn.attn.v_scale)
+                kv_pool.set_kv_buffer(attn.attn, cache_loc, k, v, attn.attn.k_scale, attn.attn.v_scale)
             else:
-                self.kv_pool.set_kv_buffer_prefix_valid(
+                kv_pool.set_kv_buffer_prefix_valid(
                     attn.attn, cache_loc_2d, commit_lens, k, v, attn.attn.k_scale, attn.attn.v_scale
                 )

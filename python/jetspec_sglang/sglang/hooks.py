@@ -10,11 +10,16 @@ Each hook names the symbol it wraps and passes every other algorithm through unt
   target's, as SGLang does for EAGLE.
 - ``allocation_sizing.get_req_to_token_extra_context_len``: room in each
   ``req_to_token`` row for a step's tree reservation near the context limit.
+- ``MultiPlatformOp.forward``, only with ``JETSPEC_FP32_NATIVE_OPS=1``: sglang-kernel
+  0.4.5's CUDA RMSNorm (and other fused ops) has no float32 kernel, so ``--dtype
+  float32`` crashes; this sends float32 inputs to SGLang's own ``forward_native``.
+  Strict token-equality tests need fp32 (bf16 runs part ways at near ties).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +29,8 @@ GET_SPEC_INFO = "sglang.srt.model_executor.runner.decode_cuda_graph_runner.Decod
 CREATE_DUMMY_VERIFY_INPUT = "sglang.srt.speculative.spec_info.create_dummy_verify_input"
 POOL_CONFIGURATOR_INIT = "sglang.srt.model_executor.pool_configurator.DefaultPoolConfigurator.__init__"
 EXTRA_CONTEXT_LEN = "sglang.srt.mem_cache.allocation_sizing.get_req_to_token_extra_context_len"
+MULTI_PLATFORM_FORWARD = "sglang.srt.layers.utils.multi_platform.MultiPlatformOp.forward"
+FP32_NATIVE_OPS_ENV = "JETSPEC_FP32_NATIVE_OPS"
 
 
 def is_jetspec(spec_algorithm: Any) -> bool:
@@ -111,6 +118,14 @@ def extra_context_len_around(original: Callable, server_args: Any) -> int:
     return max(extra, get_alloc_reserve_per_decode(server_args) + 4)
 
 
+def fp32_native_ops_around(original: Callable, op: Any, *args: Any, **kwargs: Any):
+    import torch
+
+    if any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in args):
+        return op.forward_native(*args, **kwargs)
+    return original(op, *args, **kwargs)
+
+
 def register_hooks() -> None:
     """Register every hook; SGLang's ``load_plugins`` applies them right after the plugins run."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
@@ -119,6 +134,8 @@ def register_hooks() -> None:
     HookRegistry.register(CREATE_DUMMY_VERIFY_INPUT, create_dummy_verify_input_around, HookType.AROUND)
     HookRegistry.register(POOL_CONFIGURATOR_INIT, pool_configurator_after, HookType.AFTER)
     HookRegistry.register(EXTRA_CONTEXT_LEN, extra_context_len_around, HookType.AROUND)
+    if os.environ.get(FP32_NATIVE_OPS_ENV) == "1":
+        HookRegistry.register(MULTI_PLATFORM_FORWARD, fp32_native_ops_around, HookType.AROUND)
 
 
 def assert_hooks_applied() -> None:

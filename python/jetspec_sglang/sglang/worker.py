@@ -92,7 +92,7 @@ class JetSpecWorker(BaseSpecWorker):
         # so that CUDA-graph capture embeds inside the draft graph.
         self.draft_model.forward_embed = lambda input_ids: embed_tokens(input_ids)
         self.lm_head = target_model.lm_head
-        self.context_writer = DraftContextWriter(self.draft_model, self.draft_model_runner.token_to_kv_pool)
+        self.context_writer = DraftContextWriter(self.draft_model_runner)
         self.draft_spec_info = make_draft_block_spec_info(draft_token_num=self.block_len, device=self.device)
         self.block_offsets = torch.arange(self.block_len, device=self.device)
         if ps.tp_size > 1:

@@ -1,0 +1,119 @@
+"""Plain SGLang against speculative algorithms, side by side in one run, at batch size 1.
+
+Each configuration gets its own server (SGLang's launcher), one warm-up request,
+then the same chat prompts one at a time, greedy. Reported per configuration:
+output tokens per second (wall clock, prefill included for every method alike),
+accepted length tau (SGLang's ``spec_accept_length``: tokens per verify step), and
+the time of one decode step (wall time over verify steps; over tokens for plain).
+
+    python benchmark/side_by_side.py --model M --head H --dataset gsm8k --num-prompts 16 \\
+        --configs plain ngram dflash jetspec:16 jetspec:64 jetspec:128 --out benchmark/results/NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import time
+from pathlib import Path
+
+BASE_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--random-seed", "0",
+             "--mem-fraction-static", "0.3", "--max-running-requests", "4", "--cuda-graph-max-bs-decode", "4"]
+
+
+def config_args(name: str, head: str) -> list[str]:
+    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash`` or ``jetspec:BUDGET``."""
+    if name == "plain":
+        return []
+    if name == "ngram":
+        return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "8"]
+    if name == "dflash":
+        return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
+    if name.startswith("jetspec:"):
+        return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
+                "--speculative-num-draft-tokens", name.split(":")[1]]
+    raise ValueError(f"unknown configuration {name!r}")
+
+
+def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
+    from jetspec_sglang.server_process import SGLangServer
+
+    sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
+    log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
+    with SGLangServer(args.model, port, BASE_ARGS + config_args(name, args.head), log_path=log) as server:
+        server.post("/generate", {"input_ids": prompts[0], "sampling_params": sampling})  # warm-up
+        tokens, steps, seconds, outputs = 0, 0, 0.0, []
+        for ids in prompts:
+            t0 = time.perf_counter()
+            out = server.post("/generate", {"input_ids": ids, "sampling_params": sampling})
+            seconds += time.perf_counter() - t0
+            n = len(out["output_ids"])
+            tokens += n
+            steps += out["meta_info"].get("spec_verify_ct") or n
+            outputs.append(out["output_ids"])
+    return {
+        "config": name, "startup_s": round(server.startup_seconds, 1), "tokens": tokens, "seconds": round(seconds, 3),
+        "tok_per_s": round(tokens / seconds, 1), "tau": round(tokens / steps, 3),
+        "step_ms": round(1000 * seconds / steps, 3), "outputs": outputs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--dataset", default="gsm8k")
+    parser.add_argument("--num-prompts", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--configs", nargs="+", default=["plain", "ngram", "dflash", "jetspec:16", "jetspec:64",
+                                                         "jetspec:128"])
+    parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
+    args = parser.parse_args()
+
+    import sglang
+    import torch
+    from transformers import AutoTokenizer
+
+    from jetspec_sglang.datasets import load_eval_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    prompts = []
+    for p in load_eval_prompts(args.dataset, limit=args.num_prompts):
+        ids = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
+        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))  # a BatchEncoding on 5.12
+    rows = []
+    for i, name in enumerate(args.configs):
+        rows.append(run_config(name, args, prompts, 30200 + i))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "outputs"}), flush=True)
+    plain = next((r for r in rows if r["config"] == "plain"), None)
+    for r in rows:
+        r["speedup"] = round(r["tok_per_s"] / plain["tok_per_s"], 3) if plain else None
+        r["identical_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"])) if plain else None
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": torch.cuda.get_device_name(0),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        or "unknown",
+        "sglang": sglang.__version__,
+        "command": "python benchmark/side_by_side.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens, "batch_size": 1, "server_args": BASE_ARGS,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# Side by side, bs=1, {args.dataset} x {len(prompts)}, {args.max_new_tokens} new tokens", "",
+             *(f"- {k}: {v}" for k, v in meta.items()), "",
+             "| config | tok/s | speedup | tau | step ms | identical to plain | startup s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms']} | "
+              f"{r['identical_to_plain']}/{len(prompts)} | {r['startup_s']} |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-len(rows) - 2:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""An SGLang HTTP server in a child process, for tests and benchmarks.
+
+The server runs in its own process session so that stopping it also stops the
+scheduler and detokenizer processes it spawned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+
+class SGLangServer:
+    """``python -m sglang.launch_server`` on ``127.0.0.1:port``; ready once ``/health_generate`` answers.
+
+    Examples:
+        >>> with SGLangServer("MODEL", 30000, ["--attention-backend", "triton"]) as server:  # doctest: +SKIP
+        ...     server.post("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 8}})
+    """
+
+    def __init__(self, model: str, port: int, args: list[str], *, startup_timeout: float = 900,
+                 log_path: Optional[str] = None) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.started = time.perf_counter()
+        log = open(log_path, "ab") if log_path else None
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1",
+             "--port", str(port), *args],
+            start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None,
+        )
+        self._wait_ready(startup_timeout)
+        self.startup_seconds = time.perf_counter() - self.started
+
+    def _wait_ready(self, timeout: float) -> None:
+        import requests
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the SGLang server on {self.url} exited during startup (code {self.process.returncode})")
+            try:
+                if requests.get(f"{self.url}/health_generate", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        self.close()
+        raise TimeoutError(f"the SGLang server on {self.url} was not ready after {timeout:.0f} s")
+
+    def post(self, path: str, body: dict, timeout: float = 600) -> Any:
+        import requests
+
+        response = requests.post(f"{self.url}{path}", json=body, timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str, timeout: float = 60) -> Any:
+        import requests
+
+        response = requests.get(f"{self.url}{path}", timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=60)
+
+    def __enter__(self) -> "SGLangServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
