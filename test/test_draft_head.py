@@ -64,7 +64,8 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     head.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"] == ["DFlashDraftModel"]
-    assert config["is_causal"] is True
+    # SGLang's DFlashDraftModel honours is_causal only when layer_types lists every layer.
+    assert config["is_causal"] is True and config["layer_types"] == ["full_attention"] * head.config.num_hidden_layers
     assert config["dflash_config"] == {
         "target_layer_ids": list(head.config.target_layer_ids),
         "mask_token_id": head.config.mask_token_id,

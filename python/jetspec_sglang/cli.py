@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("jetspec_sglang.demo", "chat once with JetSpec and once plainly on a CPU; print both and the speedup"),
+    "demo": ("jetspec_sglang.demo", "answer a chat prompt with JetSpec and plainly on a CPU; print both and the speeds"),
     "generate-data": ("jetspec_sglang.train.data_gen", "regenerate training responses with the target model"),
     "train": ("jetspec_sglang.train.trainer", "train a draft head by forward-KL distillation"),
     "eval-tau": ("jetspec_sglang.train.tau_eval", "measure accepted length of a head with the reference engine"),
