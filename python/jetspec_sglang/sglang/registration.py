@@ -14,10 +14,6 @@ from .settings import validate_server_args
 from .spec_algo import ALGORITHM_NAME, JetSpecAlgo
 
 
-def _validate(server_args: Any) -> None:
-    validate_server_args(server_args)
-
-
 def _worker_factory(server_args: Any) -> type:
     from .worker import JetSpecWorker
 
@@ -34,7 +30,7 @@ def register_with_sglang() -> None:
     SpeculativeAlgorithm.register(
         ALGORITHM_NAME,
         supports_overlap=False,
-        validate_server_args=_validate,
+        validate_server_args=validate_server_args,
         spec_class=JetSpecAlgo,
     )(_worker_factory)
     register_hooks()
