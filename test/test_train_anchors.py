@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jetspec_sglang.draft_head import tap_layer_outputs
 from jetspec_sglang.train.anchors import (
     Anchors,
     anchor_candidates,
@@ -16,7 +15,7 @@ from jetspec_sglang.train.anchors import (
     training_mask_reference,
 )
 from jetspec_sglang.train.trainer import HeadForTraining
-from train_fixtures import tiny_head, tiny_llama
+from train_fixtures import target_and_blocks, tiny_head, tiny_llama
 
 
 def _loss_mask(lengths: list[int], starts: list[int], seq_len: int) -> torch.Tensor:
@@ -98,11 +97,8 @@ def test_multi_block_forward_matches_one_block_at_a_time(causal: bool) -> None:
     # Anchor 0 has an empty context; anchor 17 runs past the end; the last one is padding.
     anchors = Anchors(torch.tensor([[0, 3, 8, 14, 17], [5, 7, 9, 12, 0]]),
                       torch.tensor([[True] * 5, [True, True, True, True, False]]))
+    _, taps, embeds, blk_pos = target_and_blocks(target, head, ids, anchors)
     with torch.no_grad():
-        out = target(input_ids=ids, output_hidden_states=True)
-        taps = tap_layer_outputs(out.hidden_states, head.config.target_layer_ids)
-        blk_ids, blk_pos = block_inputs(ids, anchors, block, head.config.mask_token_id)
-        embeds = target.get_input_embeddings()(blk_ids)
         hidden = HeadForTraining(head)(taps, embeds, blk_pos, training_mask(anchors, seq_len, block, causal))
         features = head.project_context(taps)
         for b in range(2):

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-from jetspec_sglang.draft_head import tap_layer_outputs
-from jetspec_sglang.train.anchors import block_inputs, block_targets, sample_anchors, training_mask
+from jetspec_sglang.train.anchors import block_targets, sample_anchors, training_mask
 from jetspec_sglang.train.loss import DistillConfig, depth_weights, distill_loss, forward_kl
 from jetspec_sglang.train.trainer import HeadForTraining
-from train_fixtures import tiny_head, tiny_llama
+from train_fixtures import target_and_blocks, tiny_head, tiny_llama
 
 
 def _setup(seed: int = 0):
@@ -25,14 +24,10 @@ def _setup(seed: int = 0):
     for row, (start, end) in enumerate([(4, 21), (9, 16), (2, 12)]):
         loss_mask[row, start:end] = True
     anchors = sample_anchors(loss_mask, 6, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        out = target(input_ids=ids, output_hidden_states=True)
-        taps = tap_layer_outputs(out.hidden_states, head.config.target_layer_ids)
-        blk_ids, blk_pos = block_inputs(ids, anchors, block, head.config.mask_token_id)
-        embeds = target.get_input_embeddings()(blk_ids)
+    teacher_logits, taps, embeds, blk_pos = target_and_blocks(target, head, ids, anchors)
     hidden = HeadForTraining(head)(taps, embeds, blk_pos, training_mask(anchors, seq_len, block, True))
     hidden = hidden.view(3, anchors.num_anchors, block, -1)[:, :, 1:]
-    return target, head, ids, loss_mask, anchors, out.logits, hidden
+    return target, head, ids, loss_mask, anchors, teacher_logits, hidden
 
 
 def _brute_force(target, ids, loss_mask, anchors, teacher_logits, hidden, temperature, gamma):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from jetspec_sglang.draft_head import tap_layer_outputs
+from jetspec_sglang.train.anchors import Anchors, block_inputs
 from jetspec_sglang.train.token_data import FORMAT, MANIFEST_NAME, shard_name, write_json_atomic, write_shard
 from tiny_models import tiny_head as tiny_head
 from tiny_models import tiny_target
@@ -20,6 +22,16 @@ def tiny_llama(seed: int = 0) -> torch.nn.Module:
     if model.config.eos_token_id != EOS:
         raise AssertionError(f"tiny Llama eos is {model.config.eos_token_id}, the fixtures assume {EOS}")
     return model
+
+
+def target_and_blocks(target: torch.nn.Module, head, ids: torch.Tensor, anchors: Anchors):
+    """One no-grad target pass and the anchors' blocks: ``(logits, taps, block_embeds, block_positions)``."""
+    with torch.no_grad():
+        out = target(input_ids=ids, output_hidden_states=True)
+        taps = tap_layer_outputs(out.hidden_states, head.config.target_layer_ids)
+        blk_ids, blk_pos = block_inputs(ids, anchors, head.config.block_size, head.config.mask_token_id)
+        embeds = target.get_input_embeddings()(blk_ids)
+    return out.logits, taps, embeds, blk_pos
 
 
 def tiny_tokenizer():
