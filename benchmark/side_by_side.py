@@ -83,9 +83,14 @@ def main() -> None:
     for p in load_eval_prompts(args.dataset, limit=args.num_prompts):
         ids = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
         prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))  # a BatchEncoding on 5.12
-    rows = []
+    rows, failed = [], []
     for i, name in enumerate(args.configs):
-        rows.append(run_config(name, args, prompts, 30200 + i))
+        try:
+            rows.append(run_config(name, args, prompts, 30200 + i))
+        except (RuntimeError, TimeoutError) as err:  # one configuration failing to start must not lose the rest
+            failed.append({"config": name, "error": str(err)})
+            print(json.dumps(failed[-1]), flush=True)
+            continue
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "outputs"}), flush=True)
     plain = next((r for r in rows if r["config"] == "plain"), None)
     for r in rows:
@@ -104,15 +109,16 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "failed": failed}, indent=1))
     lines = [f"# Side by side, bs=1, {args.dataset} x {len(prompts)}, {args.max_new_tokens} new tokens", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "",
              "| config | tok/s | speedup | tau | step ms | identical to plain | startup s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms']} | "
               f"{r['identical_to_plain']}/{len(prompts)} | {r['startup_s']} |" for r in rows]
+    lines += [f"| {f['config']} | failed to start: see its log |" for f in failed]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-len(rows) - 2:]))
+    print("\n".join(lines[lines.index("| --- | --- | --- | --- | --- | --- | --- |") - 1 :]))
 
 
 if __name__ == "__main__":

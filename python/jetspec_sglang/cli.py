@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jetspec_sglang.demo", "answer a chat prompt with JetSpec and plainly on a CPU; print both and the speeds"),
+    "export-prompts": ("jetspec_sglang.train.prompt_export", "write training prompts to one file, for GPU machines without the data wheels"),
     "generate-data": ("jetspec_sglang.train.data_gen", "regenerate training responses with the target model"),
     "train": ("jetspec_sglang.train.trainer", "train a draft head by forward-KL distillation"),
     "eval-tau": ("jetspec_sglang.train.tau_eval", "measure accepted length of a head with the reference engine"),

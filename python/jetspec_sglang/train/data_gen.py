@@ -1,8 +1,9 @@
 """``jetspec generate-data``: regenerate training responses with the target model.
 
 Prompts come from ``jetspec_sglang.datasets.load_training_prompts`` (ShareGPT
-first turns, checked disjoint from the evaluation sets) plus optional
-procedural math word problems.
+first turns, checked disjoint from the evaluation sets), or from a file that
+``jetspec export-prompts`` wrote (for machines without the data wheels), plus
+optional procedural math word problems.
 Each prompt is rendered with the target's chat template (thinking off) and
 answered once per temperature (default greedy and 0.8), by SGLang's offline
 ``Engine`` (``--backend sglang``) or HF ``generate`` (``--backend hf``).
@@ -24,6 +25,7 @@ from typing import Any, Optional, Protocol, Sequence
 import torch
 
 from .math_problems import math_word_problems
+from .prompt_export import read_prompts
 from .token_data import FORMAT, MANIFEST_NAME, shard_name, write_json_atomic, write_shard
 
 Messages = list[dict[str, str]]
@@ -48,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, help="HF folder (or hub id) of the target model")
     parser.add_argument("--output", required=True, help="data directory to write (resumes if it exists)")
     parser.add_argument("--num-prompts", type=int, default=0, help="prompts from jetspec_sglang.datasets")
+    parser.add_argument("--prompts-file", default=None,
+                        help="prompts from `jetspec export-prompts` instead of the data wheels (first --num-prompts)")
     parser.add_argument("--math-problems", type=int, default=0, help="procedural math word problems to add")
     parser.add_argument("--temperatures", default="0,0.8", help="comma-separated; one response per prompt each")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     temperatures = [float(t) for t in str(args.temperatures).split(",") if t.strip()]
     tokenizer = AutoTokenizer.from_pretrained(args.target)
-    prompts = collect_prompts(args.num_prompts, args.math_problems, args.seed)
+    prompts = collect_prompts(args.num_prompts, args.math_problems, args.seed, args.prompts_file)
     jobs, skipped = build_jobs(tokenizer, prompts, temperatures, args.max_prompt_tokens)
     if not jobs:
         raise SystemExit("no prompts to answer: pass --num-prompts and/or --math-problems")
@@ -95,10 +99,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_prompts(num_dataset: int, num_math: int, seed: int) -> list[tuple[str, Messages]]:
-    """``(source, messages)`` pairs: dataset prompts first, then procedural math."""
+def collect_prompts(num_dataset: int, num_math: int, seed: int,
+                    prompts_file: Optional[str] = None) -> list[tuple[str, Messages]]:
+    """``(source, messages)`` pairs: dataset (or ``prompts_file``) prompts first, then procedural math."""
     prompts: list[tuple[str, Messages]] = []
-    if num_dataset > 0:
+    if prompts_file is not None:
+        rows = read_prompts(Path(prompts_file))[:num_dataset] if num_dataset > 0 else []
+        _check_disjoint_if_possible(rows)
+        prompts += [(str(r["source"]), user_turns(r["messages"])) for r in rows]
+    elif num_dataset > 0:
         datasets = importlib.import_module("jetspec_sglang.datasets")
         loaded = datasets.load_training_prompts(num_dataset, seed)
         datasets.assert_disjoint_from_eval(loaded)
@@ -106,6 +115,16 @@ def collect_prompts(num_dataset: int, num_math: int, seed: int) -> list[tuple[st
             prompts.append((str(p.dataset), user_turns(p.messages)))
     prompts += [("procedural-math", m) for m in math_word_problems(num_math, seed)]
     return prompts
+
+
+def _check_disjoint_if_possible(rows: Sequence[dict[str, Any]]) -> None:
+    """Re-check exported prompts against the evaluation sets where their wheels are installed."""
+    datasets = importlib.import_module("jetspec_sglang.datasets")
+    prompts = [datasets.Prompt(str(r.get("id", i)), str(r["source"]), r["messages"]) for i, r in enumerate(rows)]
+    try:
+        datasets.assert_disjoint_from_eval(prompts)
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        print(f"generate-data: evaluation sets not installed, prompts file not re-checked ({err})")
 
 
 def user_turns(messages: Sequence[Any]) -> Messages:

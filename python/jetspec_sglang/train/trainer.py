@@ -228,10 +228,11 @@ def train(cfg: TrainConfig, resume: Optional[str] = None) -> Path:
             _save(out_dir, step, head, optimizer, scheduler, cfg, env)
         window.start += time.perf_counter() - paused
     bar.close()
-    final_tau = _evaluate(head, target, eval_prompts, cfg, eos, step, log, env)
     _save(out_dir, step, head, optimizer, scheduler, cfg, env)
-    if env.is_main:
+    if env.is_main:  # the head is usable before the (slow) final evaluation ends
         head.save_pretrained(out_dir, dtype=getattr(torch, cfg.save_dtype))
+    final_tau = _evaluate(head, target, eval_prompts, cfg, eos, step, log, env)
+    if env.is_main:
         write_json_atomic(out_dir / "logs" / "tau.json", {"step": step, "tau": final_tau})
         log.close()
     if dist.is_initialized():
