@@ -23,26 +23,12 @@ BASE_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "
              "--mem-fraction-static", "0.3", "--max-running-requests", "4", "--cuda-graph-max-bs-decode", "4"]
 
 
-def config_args(name: str, head: str) -> list[str]:
-    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash`` or ``jetspec:BUDGET``."""
-    if name == "plain":
-        return []
-    if name == "ngram":
-        return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "8"]
-    if name == "dflash":
-        return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
-    if name.startswith("jetspec:"):
-        return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
-                "--speculative-num-draft-tokens", name.split(":")[1]]
-    raise ValueError(f"unknown configuration {name!r}")
-
-
 def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
-    from jetspec_sglang.server_process import SGLangServer
+    from jetspec_sglang.server_process import SGLangServer, algorithm_args
 
     sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
     log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
-    with SGLangServer(args.model, port, BASE_ARGS + config_args(name, args.head), log_path=log) as server:
+    with SGLangServer(args.model, port, BASE_ARGS + algorithm_args(name, args.head), log_path=log) as server:
         server.post("/generate", {"input_ids": prompts[0], "sampling_params": sampling})  # warm-up
         tokens, steps, seconds, outputs = 0, 0, 0.0, []
         for ids in prompts:

@@ -94,7 +94,9 @@ for script, target in groups["console_scripts"].items():
     module, func = target.split(":")
     path = os.path.join(site, "bin", script)
     with open(path, "w") as f:
-        f.write(f"#!/usr/bin/env python3\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+        f.write(f"#!/usr/bin/env python3\nimport sys\nfrom {module} import {func}\n"
+                f"if __name__ == '__main__':  # spawned children (SGLang's scheduler) re-import this file\n"
+                f"    sys.exit({func}())\n")
     os.chmod(path, 0o755)
 EOF
 }

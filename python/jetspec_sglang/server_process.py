@@ -14,6 +14,20 @@ import time
 from typing import Any, Optional
 
 
+def algorithm_args(name: str, head: str) -> list[str]:
+    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash`` or ``jetspec:BUDGET``."""
+    if name == "plain":
+        return []
+    if name == "ngram":
+        return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "8"]
+    if name == "dflash":
+        return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
+    if name.startswith("jetspec:"):
+        return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
+                "--speculative-num-draft-tokens", name.split(":")[1]]
+    raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash or jetspec:BUDGET")
+
+
 class SGLangServer:
     """``python -m sglang.launch_server`` on ``127.0.0.1:port``; ready once ``/health_generate`` answers.
 
@@ -23,7 +37,7 @@ class SGLangServer:
     """
 
     def __init__(self, model: str, port: int, args: list[str], *, startup_timeout: float = 900,
-                 log_path: Optional[str] = None) -> None:
+                 log_path: Optional[str] = None, env: Optional[dict[str, str]] = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.started = time.perf_counter()
         log = open(log_path, "ab") if log_path else None
@@ -31,6 +45,7 @@ class SGLangServer:
             [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1",
              "--port", str(port), *args],
             start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None,
+            env=None if env is None else {**os.environ, **env},
         )
         self._wait_ready(startup_timeout)
         self.startup_seconds = time.perf_counter() - self.started

@@ -6,7 +6,7 @@ A decode step reads as four phases:
    (TARGET_VERIFY mode, CUDA-graph capturable) and yields per-depth top-K ids with
    full-vocabulary log-probs;
 2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
-   SGLang's EAGLE lineage ABI;
+   SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``);
 3. ``verify``  SGLang's ``build_eagle_verify_input`` / ``run_eagle_verify`` score the
    tree in one target pass and accept the longest path (greedy or lossless
    sampling, grammar, penalties, logprobs), moving the accepted KV to the front;
@@ -37,12 +37,13 @@ from sglang.srt.speculative.eagle_worker_common import build_eagle_verify_input,
 
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
-from ..tree import build_tree
 from .draft_kv import DraftContextWriter
 from .hooks import assert_hooks_applied
-from .lineage import encode_lineage, lineage_topk
+from .lineage import lineage_topk
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
+from .step_profiler import NoProfiler, StepProfiler
+from .tree_builder import select_tree_builder
 from .vocab_topk import vocab_parallel_topk
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class JetSpecWorker(BaseSpecWorker):
             depth=server_args.speculative_num_steps,
         )
         self.lineage_topk = lineage_topk(self.tree.budget, self.tree.depth, self.tree.topk)
+        self.tree_builder_name, self.build_tree = select_tree_builder(self.tree.budget, self.lineage_topk)
+        self.profiler = StepProfiler.from_env() or NoProfiler()
 
         bundle = build_draft_tp_worker(
             server_args=server_args,
@@ -102,8 +105,9 @@ class JetSpecWorker(BaseSpecWorker):
         else:
             self.tp_group = None
         logger.info(
-            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d head=%s (%d layers, taps %s, causal=%s)",
-            self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk,
+            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s head=%s "
+            "(%d layers, taps %s, causal=%s)",
+            self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk, self.tree_builder_name,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
 
@@ -148,14 +152,18 @@ class JetSpecWorker(BaseSpecWorker):
         if batch.forward_mode.is_idle():
             return self.idle(on_publish)
         draft_input = batch.spec_info
+        self.profiler.mark()
         topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
-        lineage = encode_lineage(
-            build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens, self.tree.budget), self.lineage_topk
-        )
+        self.profiler.mark()
+        _, lineage = self.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
+        self.profiler.mark()
         result = self.verify(batch, draft_input, lineage, grammar_barrier)
+        self.profiler.mark()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
         self.commit(result, block_slots, block_positions)
+        self.profiler.mark()
+        self.profiler.end_step(block_slots.shape[0])
         return result
 
     def prefill(self, batch: Any, on_publish: Optional[Callable]) -> GenerationBatchResult:

@@ -1,0 +1,209 @@
+"""Per-call time of three tree-building paths on one GPU, eager and as CUDA-graph replays.
+
+- ``fused``: ``jetspec_sglang.kernels.build_tree_fused``, the tree plus its EAGLE lineage in one launch.
+- ``torch``: ``tree.build_tree`` then ``sglang.lineage.encode_lineage``, the same outputs from torch ops.
+- ``sgl``: the tree kernel SGLang 0.5.17 runs next in verify, on the fused lineage: it turns the
+  lineage into the verify mask, positions and retrieve lists. ``sgl_kernel.build_tree_kernel_efficient``
+  is called as ``speculative/eagle_utils.py::build_tree_kernel_efficient`` calls it on a GPU with a
+  preallocated FULL_MASK buffer and no prefix fill, the retrieve arrays reset to -1 first. It runs only
+  when ``sgl_kernel`` imports.
+
+Times come from CUDA events over ``--iters`` calls after ``--warmup`` calls. Bytes are logical:
+inputs read once plus outputs written once. The fused outputs are checked equal to the torch ones
+before anything is timed.
+
+    python benchmark/kernels/tree_build_bench.py --out benchmark/results/tree_build_h200/tree_build
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from jetspec_sglang.kernels import build_tree_fused, empty_tree_outputs
+from jetspec_sglang.sglang.lineage import encode_lineage, lineage_topk
+from jetspec_sglang.tree import FanoutCap, build_tree
+
+FULL_MASK = 0  # sglang.srt.speculative.eagle_utils.TreeMaskMode.FULL_MASK
+
+
+def time_us(fn: Callable[[], object], iters: int, warmup: int) -> float:
+    """Mean microseconds per call, from CUDA events around ``iters`` back-to-back calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return 1000.0 * start.elapsed_time(end) / iters
+
+
+def graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """Capture one call of ``fn`` (after a warm-up on a side stream) and return the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def sgl_tree_kernel(lineage, bs: int, budget: int, seq_len: int) -> tuple[Callable[[], None], int]:
+    """SGLang's lineage -> mask/positions/retrieve kernel on preallocated buffers, and its logical bytes."""
+    import sgl_kernel
+
+    seq_lens = torch.full((bs,), seq_len, dtype=torch.int64, device="cuda")
+    mask = torch.empty(bs * budget * (seq_len + budget), dtype=torch.bool, device="cuda")
+    positions = torch.empty(bs * budget, dtype=torch.int64, device="cuda")
+    retrieve = torch.empty(3, bs, budget, dtype=torch.int64, device="cuda")
+
+    def call() -> None:
+        retrieve.fill_(-1)
+        sgl_kernel.build_tree_kernel_efficient(
+            lineage.parent_list, lineage.top_scores_index, seq_lens, mask, positions,
+            retrieve[0], retrieve[1], retrieve[2], lineage.topk, lineage.depth, budget, FULL_MASK,
+        )  # fmt: skip
+
+    read = 8 * (lineage.parent_list.numel() + lineage.top_scores_index.numel() + bs)  # + seq_lens
+    written = bs * budget * budget + 8 * positions.numel() + 2 * 8 * retrieve.numel()  # tree mask cells; -1 fill
+    return call, read + written
+
+
+def probe_sgl(seq_len: int) -> str:
+    """``"timed"`` when SGLang's tree kernel imports and runs on a small tree, else why it is skipped."""
+    try:
+        ids = torch.arange(12, device="cuda").view(1, 3, 4)
+        logprobs = torch.log_softmax(torch.arange(12.0, 0.0, -1.0, device="cuda").view(1, 3, 4), -1)
+        _, lineage = build_tree_fused(ids, logprobs, ids[:, 0, 0].contiguous(), 9, 4)
+        call, _ = sgl_tree_kernel(lineage, 1, 9, seq_len)
+        call()
+        torch.cuda.synchronize()
+    except (ImportError, RuntimeError, TypeError) as err:
+        return f"skipped: {type(err).__name__}: {err}"
+    return "timed"
+
+
+def run_config(bs: int, budget: int, args: argparse.Namespace, cap: Optional[FanoutCap], sgl: bool) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(bs * 1000 + budget)
+    logits = torch.randn(bs, args.depth, args.vocab, generator=gen, device="cuda") * 3
+    logprobs, ids = torch.log_softmax(logits, -1).topk(args.topk, -1)
+    roots = torch.randint(0, args.vocab, (bs,), generator=gen, device="cuda")
+    k_enc = lineage_topk(budget, args.depth, args.topk)
+    out = empty_tree_outputs(bs, budget, args.depth, k_enc, "cuda")
+
+    def fused() -> None:
+        build_tree_fused(ids, logprobs, roots, budget, k_enc, cap, out=out)
+
+    def vectorised() -> None:
+        encode_lineage(build_tree(ids, logprobs, roots, budget, cap), k_enc)
+
+    fused()
+    tree = build_tree(ids, logprobs, roots, budget, cap)
+    lineage = encode_lineage(tree, k_enc)
+    for name in ("tokens", "parents", "depths", "scores", "num_nodes"):
+        assert torch.equal(getattr(out[0], name), getattr(tree, name)), f"fused {name} differs from build_tree"
+    for name in ("parent_list", "top_scores_index", "draft_tokens"):
+        assert torch.equal(getattr(out[1], name), getattr(lineage, name)), f"fused {name} differs from encode_lineage"
+
+    cols = out[1].parent_list.shape[1]
+    read = bs * args.depth * args.topk * (8 + 4) + 8 * bs + (8 * bs * args.depth if cap else 0)
+    written = bs * budget * (3 * 8 + 4) + 8 * bs + 2 * 8 * bs * (budget - 1) + 8 * bs * cols
+    row = {"bs": bs, "N": budget, "D": args.depth, "K": args.topk, "K_enc": k_enc, "cap": "top2gap" if cap else "none",
+           "fused_bytes": read + written}  # fmt: skip
+    paths = {"fused": fused, "torch": vectorised}
+    if sgl:
+        paths["sgl"], row["sgl_bytes"] = sgl_tree_kernel(out[1], bs, budget, args.seq_len)
+    for name, fn in paths.items():
+        row[f"{name}_eager_us"] = round(time_us(fn, args.iters, args.warmup), 2)
+        row[f"{name}_graph_us"] = round(time_us(graphed(fn), args.iters, args.warmup), 2)
+    return row
+
+
+def versions() -> dict:
+    found = {}
+    for package in ("sglang", "sgl-kernel"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    sgl = "sgl_eager_us" in rows[0]
+    head = ["bs", "N", "cap", "fused eager us", "fused graph us", "torch eager us", "torch graph us",
+            "speedup eager", "speedup graph", "fused bytes", "fused GB/s (graph)"]  # fmt: skip
+    head += ["sgl eager us", "sgl graph us", "sgl bytes"] if sgl else []
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = [r["bs"], r["N"], r["cap"], r["fused_eager_us"], r["fused_graph_us"], r["torch_eager_us"],
+                 r["torch_graph_us"], f"{r['torch_eager_us'] / r['fused_eager_us']:.1f}x",
+                 f"{r['torch_graph_us'] / r['fused_graph_us']:.1f}x"]  # fmt: skip
+        cells += [r["fused_bytes"], f"{r['fused_bytes'] / r['fused_graph_us'] / 1e3:.2f}"]
+        cells += [r["sgl_eager_us"], r["sgl_graph_us"], r["sgl_bytes"]] if sgl else []
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    about = [f"- {k}: {v}" for k, v in meta.items()]
+    return "\n".join([f"# Fused tree builder vs torch ({meta['gpu']}, {meta['date']})", "", *about, "", *lines]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bs", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128, 256])
+    parser.add_argument("--depth", type=int, default=15)
+    parser.add_argument("--topk", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--caps", nargs="+", choices=["none", "top2gap"], default=["none", "top2gap"])
+    parser.add_argument("--seq-len", type=int, default=1024, help="prefix length for SGLang's FULL_MASK layout")
+    parser.add_argument("--iters", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
+    args = parser.parse_args()
+
+    sgl_note = probe_sgl(args.seq_len)
+    repo = Path(__file__).resolve().parents[2]
+    git = lambda *cmd: subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "gpu": torch.cuda.get_device_name(),
+        "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain") else ""),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        **versions(),
+        "sgl path": sgl_note,
+        "timing": f"CUDA events, mean of {args.iters} calls after {args.warmup} warm-up calls",
+        "bytes": "logical: inputs read once + outputs written once",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cap_name in args.caps:
+        for bs in args.bs:
+            for budget in args.budgets:
+                rows.append(run_config(bs, budget, args, FanoutCap() if cap_name == "top2gap" else None,
+                                       sgl_note == "timed"))
+                print(json.dumps(rows[-1]), flush=True)
+                # Written after every row, so a run cut short keeps what it measured.
+                out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                out.with_suffix(".md").write_text(markdown(meta, rows))
+    print(markdown(meta, rows))
+
+if __name__ == "__main__":
+    main()

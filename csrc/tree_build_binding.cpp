@@ -1,0 +1,82 @@
+// PyTorch binding of the fused tree builder: check every tensor, then launch on the
+// current CUDA stream (so that it can be captured in a CUDA graph).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <optional>
+
+#include "tree_build.h"
+
+namespace {
+
+void check(const at::Tensor& t, const char* name, at::ScalarType dtype, at::IntArrayRef shape, at::Device device) {
+  TORCH_CHECK(t.device() == device, name, " must be on ", device, " (with topk_ids), got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+void build_tree(const at::Tensor& topk_ids, const at::Tensor& topk_logprobs, const at::Tensor& root_tokens,
+                const std::optional<at::Tensor>& child_counts, int64_t budget, int64_t lineage_topk,
+                const at::Tensor& tokens, const at::Tensor& parents, const at::Tensor& depths, const at::Tensor& scores,
+                const at::Tensor& num_nodes, const at::Tensor& top_scores_index, const at::Tensor& parent_list,
+                const at::Tensor& draft_tokens) {
+  TORCH_CHECK(topk_ids.is_cuda() && topk_ids.dim() == 3, "topk_ids must be a CUDA [bs, D, K] tensor, got ",
+              topk_ids.device(), " ", topk_ids.sizes());
+  const int64_t bs = topk_ids.size(0), depth = topk_ids.size(1), k = topk_ids.size(2);
+  TORCH_CHECK(budget >= 1 && budget <= jetspec::kMaxBudget, "budget must be in [1, ", jetspec::kMaxBudget, "], got ",
+              budget);
+  TORCH_CHECK(k >= 1 && k <= jetspec::kMaxTopK, "K must be in [1, ", jetspec::kMaxTopK, "], got ", k);
+  TORCH_CHECK(depth >= 1 && depth <= jetspec::kMaxDepth, "D must be in [1, ", jetspec::kMaxDepth, "], got ", depth);
+  TORCH_CHECK(lineage_topk >= 1 && lineage_topk <= INT32_MAX, "lineage_topk must be in [1, 2^31), got ", lineage_topk);
+  TORCH_CHECK(bs <= INT32_MAX, "batch too large: ", bs);
+  const int64_t cols = depth > 1 ? lineage_topk * (depth - 1) + 1 : 1;
+  const at::Device device = topk_ids.device();
+  check(topk_ids, "topk_ids", at::kLong, {bs, depth, k}, device);
+  check(topk_logprobs, "topk_logprobs", at::kFloat, {bs, depth, k}, device);
+  check(root_tokens, "root_tokens", at::kLong, {bs}, device);
+  if (child_counts) check(*child_counts, "child_counts", at::kLong, {bs, depth}, device);
+  check(tokens, "tokens", at::kLong, {bs, budget}, device);
+  check(parents, "parents", at::kLong, {bs, budget}, device);
+  check(depths, "depths", at::kLong, {bs, budget}, device);
+  check(scores, "scores", at::kFloat, {bs, budget}, device);
+  check(num_nodes, "num_nodes", at::kLong, {bs}, device);
+  check(top_scores_index, "top_scores_index", at::kLong, {bs, budget - 1}, device);
+  check(draft_tokens, "draft_tokens", at::kLong, {bs, budget - 1}, device);
+  check(parent_list, "parent_list", at::kLong, {bs, cols}, device);
+
+  const jetspec::TreeBuildArgs args{
+      topk_ids.data_ptr<int64_t>(),
+      topk_logprobs.data_ptr<float>(),
+      root_tokens.data_ptr<int64_t>(),
+      child_counts ? child_counts->data_ptr<int64_t>() : nullptr,
+      tokens.data_ptr<int64_t>(),
+      parents.data_ptr<int64_t>(),
+      depths.data_ptr<int64_t>(),
+      scores.data_ptr<float>(),
+      num_nodes.data_ptr<int64_t>(),
+      top_scores_index.data_ptr<int64_t>(),
+      parent_list.data_ptr<int64_t>(),
+      draft_tokens.data_ptr<int64_t>(),
+      int(bs),
+      int(depth),
+      int(k),
+      int(budget),
+      lineage_topk,
+      cols,
+  };
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaError_t err = jetspec::launch_tree_build(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "tree_build kernel launch failed: ", cudaGetErrorString(err));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("build_tree", &build_tree, "Fused best-first draft tree + EAGLE lineage (writes the output tensors).",
+        pybind11::arg("topk_ids"), pybind11::arg("topk_logprobs"), pybind11::arg("root_tokens"),
+        pybind11::arg("child_counts"), pybind11::arg("budget"), pybind11::arg("lineage_topk"), pybind11::arg("tokens"),
+        pybind11::arg("parents"), pybind11::arg("depths"), pybind11::arg("scores"), pybind11::arg("num_nodes"),
+        pybind11::arg("top_scores_index"), pybind11::arg("parent_list"), pybind11::arg("draft_tokens"));
+}

@@ -1,0 +1,126 @@
+"""The Triton kernels behind ``tree_attention.tree_attention``; that module validates and launches them.
+
+``tree_attention_fwd``: one program per (row tile, request x kv head, split). A row is one
+(tree node, q head) pair of the kv head's GQA group, so every K/V tile loaded serves the whole
+group. Split ``s`` attends its slice of the prefix; the last split also takes the tree keys under
+the ancestor bitmask. With one split the program writes the output; with several it writes its
+unnormalised state ``(acc, m, l)`` and ``merge_splits`` combines them. Scores are in log2 units
+(``exp2``), accumulators fp32.
+
+Imported on first use only, so ``jetspec_sglang.kernels`` imports where triton is missing.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# A finite "no key seen yet" running max: exp2(NO_MAX - NO_MAX) is 1, where -inf - -inf is NaN.
+NO_MAX = -1.0e30
+
+
+@triton.jit
+def _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale):
+    """Fold one key tile into the running state. q: [M, D], k/v: [BLOCK_N, D], visible: [M, BLOCK_N] bool."""
+    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    qk = tl.where(visible, qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.math.exp2(qk - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def tree_attention_fwd(
+    Q, K, V, O, part_acc, part_m, part_l,  # part_*: unused (any pointer) when SPLIT is False
+    req_to_token, req_pool_indices, prefix_lens, tree_mask,
+    qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, split_keys,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(1) // num_kv_heads
+    kv_head = tl.program_id(1) % num_kv_heads
+    split = tl.program_id(2)
+    is_last_split = split == num_splits - 1
+
+    # Row r of the tile: tree node r // GROUP, q head kv_head * GROUP + r % GROUP.
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < num_nodes * GROUP
+    token = b * num_nodes + rows // GROUP  # row of q / o, and of tree_mask viewed as [bs * N, words]
+    head = kv_head * GROUP + rows % GROUP
+    dims = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + token[:, None] * stride_qt + head[:, None] * stride_qh + dims[None, :], mask=row_ok[:, None], other=0.0)
+
+    prefix_len = tl.load(prefix_lens + b)
+    slots = req_to_token + tl.load(req_pool_indices + b).to(tl.int64) * stride_r2t
+    k_head = K + kv_head * stride_kh + dims[None, :]
+    v_head = V + kv_head * stride_vh + dims[None, :]
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], NO_MAX, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    # Prefix keys [lo, hi), all visible. The last split runs to prefix_len, so keys past
+    # num_splits * split_keys (a prefix longer than the caller's max_prefix_len) still count.
+    lo = split * split_keys
+    hi = tl.where(is_last_split, prefix_len, tl.minimum(lo + split_keys, prefix_len))
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < hi
+        slot = tl.load(slots + cols, mask=col_ok, other=0).to(tl.int64)
+        k = tl.load(k_head + slot[:, None] * stride_kt, mask=col_ok[:, None], other=0.0)
+        v = tl.load(v_head + slot[:, None] * stride_vt, mask=col_ok[:, None], other=0.0)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, col_ok[None, :], acc, m_i, l_i, qk_scale)
+
+    # Tree keys, last split only: node j sits at column prefix_len + j and is visible to row
+    # (b, i) iff bit j % 32 of word j // 32 of tree_mask[b, i] is set.
+    mask_rows = tree_mask + token.to(tl.int64) * mask_words
+    for start in range(0, tl.where(is_last_split, num_nodes, 0), BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < num_nodes
+        slot = tl.load(slots + prefix_len + cols, mask=col_ok, other=0).to(tl.int64)
+        k = tl.load(k_head + slot[:, None] * stride_kt, mask=col_ok[:, None], other=0.0)
+        v = tl.load(v_head + slot[:, None] * stride_vt, mask=col_ok[:, None], other=0.0)
+        words = tl.load(mask_rows[:, None] + cols[None, :] // 32, mask=row_ok[:, None] & col_ok[None, :], other=0)
+        visible = ((words >> (cols[None, :] % 32)) & 1) != 0
+        acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale)
+
+    if SPLIT:
+        at = (split * total_q + token).to(tl.int64) * num_q_heads + head  # [num_splits, total_q, Hq] index
+        tl.store(part_acc + at[:, None] * HEAD_DIM + dims[None, :], acc, mask=row_ok[:, None])
+        tl.store(part_m + at, m_i, mask=row_ok)
+        tl.store(part_l + at, l_i, mask=row_ok)
+    else:
+        o = acc / l_i[:, None]
+        o_ptrs = O + token[:, None] * stride_ot + head[:, None] * stride_oh + dims[None, :]
+        tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def merge_splits(
+    O, part_acc, part_m, part_l, num_splits, total_q, num_q_heads, stride_ot, stride_oh,
+    BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
+):  # fmt: skip
+    """One program per query token, all heads: o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s."""
+    token = tl.program_id(0)
+    heads = tl.arange(0, BLOCK_H)
+    head_ok = heads < num_q_heads
+    dims = tl.arange(0, HEAD_DIM)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM], dtype=tl.float32)
+    m_run = tl.full([BLOCK_H], NO_MAX, dtype=tl.float32)
+    l_run = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for split in range(num_splits):
+        at = (split * total_q + token).to(tl.int64) * num_q_heads + heads
+        m_s = tl.load(part_m + at, mask=head_ok, other=NO_MAX)
+        l_s = tl.load(part_l + at, mask=head_ok, other=1.0)  # 1: padding heads end finite, never stored
+        acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=head_ok[:, None], other=0.0)
+        m_new = tl.maximum(m_run, m_s)
+        old_scale, new_scale = tl.math.exp2(m_run - m_new), tl.math.exp2(m_s - m_new)
+        acc = acc * old_scale[:, None] + acc_s * new_scale[:, None]
+        l_run = l_run * old_scale + l_s * new_scale
+        m_run = m_new
+    o = acc / l_run[:, None]
+    o_ptrs = O + token * stride_ot + heads[:, None] * stride_oh + dims[None, :]
+    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=head_ok[:, None])

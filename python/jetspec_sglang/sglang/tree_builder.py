@@ -1,0 +1,58 @@
+"""Which tree builder a JETSPEC step uses: the fused CUDA kernel, or the core's torch builder.
+
+Both give the same trees and the same EAGLE lineage encoding (the kernel is tested
+equal to ``tree.build_tree_reference`` + ``lineage.encode_lineage``). The fused
+kernel is one launch of about 20 us; the torch builder is a few hundred small
+launches (about 4 ms eager on an H200, see benchmark/results/tree_build_h200/).
+
+``JETSPEC_TREE_BUILDER`` picks it: ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
+when the worker starts (about a minute the first time, then cached); where that
+fails (no nvcc, or an install without the ``csrc/`` sources) the worker logs why
+and falls back to ``torch``, which can also be asked for directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from ..tree import DraftTree, build_tree
+from .lineage import EagleLineage, encode_lineage
+
+logger = logging.getLogger(__name__)
+
+TreeBuilder = Callable[[Tensor, Tensor, Tensor], tuple[DraftTree, EagleLineage]]
+"""``(topk_ids [bs, D, K] int64, topk_logprobs [bs, D, K] float32, roots [bs] int64) -> (tree, lineage)``."""
+
+BUILDERS = ("fused", "torch")
+
+
+def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = None) -> tuple[str, TreeBuilder]:
+    """The builder to use and its name; ``choice`` defaults to ``$JETSPEC_TREE_BUILDER`` or ``fused``."""
+    choice = choice or os.environ.get("JETSPEC_TREE_BUILDER", "fused")
+    if choice not in BUILDERS:
+        raise ValueError(f"JETSPEC_TREE_BUILDER must be one of {BUILDERS}, got {choice!r}")
+
+    def torch_builder(topk_ids: Tensor, topk_logprobs: Tensor, roots: Tensor) -> tuple[DraftTree, EagleLineage]:
+        tree = build_tree(topk_ids, topk_logprobs, roots, budget)
+        return tree, encode_lineage(tree, lineage_topk)
+
+    if choice == "torch":
+        return "torch", torch_builder
+    try:
+        from ..kernels.tree_build import build_tree_fused, load_extension
+
+        load_extension()
+    except (ImportError, OSError, RuntimeError, subprocess.CalledProcessError) as err:
+        logger.warning("JETSPEC: the fused tree builder could not be built (%s); using the torch builder "
+                       "(same trees, more launches). Set JETSPEC_TREE_BUILDER=torch to skip this attempt.", err)
+        return "torch", torch_builder
+
+    def fused_builder(topk_ids: Tensor, topk_logprobs: Tensor, roots: Tensor) -> tuple[DraftTree, EagleLineage]:
+        return build_tree_fused(topk_ids, topk_logprobs, roots, budget, lineage_topk)
+
+    return "fused", fused_builder
