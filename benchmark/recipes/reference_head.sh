@@ -14,8 +14,9 @@
 #       --prompts-file sharegpt-train-prompts.jsonl.gz
 #
 # Extra arguments go to `jetspec generate-data` after the recipe's own (the last
-# of a repeated flag wins). Writes HEAD/logs/{train.csv,tau.json,tau_gsm8k.json}
-# and prints the step timings.
+# of a repeated flag wins). NPROC=N trains on N GPUs of this machine with torchrun
+# (DDP); the recipe's batch size is per GPU. Writes HEAD/logs/{train_log.csv,
+# tau.json,tau_gsm8k.json} and prints the step timings.
 set -euo pipefail
 RECIPE=${1:?usage: reference_head.sh RECIPE [EXTRA_GENERATE_DATA_ARGS...]}
 shift
@@ -33,7 +34,11 @@ head_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['outp
 t0=$(date +%s)
 eval "$(recipe_cmd _generate_data) $(printf '%q ' "$@")"
 t1=$(date +%s)
-jetspec train --config "$RECIPE"
+if [ "${NPROC:-1}" -gt 1 ]; then
+  torchrun --standalone --nproc_per_node "$NPROC" -m jetspec_sglang.cli train --config "$RECIPE"
+else
+  jetspec train --config "$RECIPE"
+fi
 t2=$(date +%s)
 eval "$(recipe_cmd _eval_tau)"
 t3=$(date +%s)

@@ -1,0 +1,21 @@
+# carry: .devwork/m3 .devwork/data
+source scripts/device_session/common.sh
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .devwork/data/*.whl 2>&1 | grep -v "root\|Target" ; true
+mkdir -p /tmp/prompts && cp .devwork/data/*.jsonl.gz /tmp/prompts/
+python3 scripts/assemble_model.py .devwork/m3 --out $SMOL | tail -1 || exit 1
+# The recipe runs from a copy (later calls re-sync the checkout) in its own session (outlives the call).
+rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.devwork -cf - . | tar -xf - -C /tmp/repo
+SHARE=$([ "$NGPU" -gt 1 ] && echo 0.8 || echo 0.35)   # generate-data's KV share of its GPU
+( cd /tmp/repo && CUDA_VISIBLE_DEVICES=$TRAIN_GPU PYTHONPATH=/tmp/repo/python:$PYTHONPATH setsid nohup \
+    bash benchmark/recipes/reference_head.sh benchmark/recipes/smollm2-135m.json \
+    --prompts-file /tmp/prompts/sharegpt-train-prompts.jsonl.gz --mem-fraction-static $SHARE \
+    > /tmp/pipeline.log 2>&1 < /dev/null & )
+if [ "$NGPU" -eq 1 ]; then  # wait until generate-data holds its memory: SGLang counts it against ours
+  for i in $(seq 90); do [ "$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits)" -gt 40000 ] && break; sleep 2; done
+  export JETSPEC_TEST_MEM_FRACTION=0.55
+fi
+export JETSPEC_SMOLLM2=$SMOL   # the SmolLM2 tests (random head; JETSPEC_HEAD would name a trained one)
+CUDA_VISIBLE_DEVICES=0 timeout 420 python3 -m pytest -q -s -rA test/test_sglang_gpu.py test/test_tree_kernel.py \
+  2>&1 | tee $OUT/gpu_tests.log | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -30
+tr '\r' '\n' < /tmp/pipeline.log | grep -v "^\s*$" | grep -v "INFO\|Prefill\|Decode" | tail -3
+cp /tmp/pipeline.log $OUT/pipeline_stage3.log
