@@ -24,11 +24,12 @@ BASE_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "
 
 
 def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
-    from jetspec_sglang.server_process import SGLangServer, algorithm_args
+    from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
 
     sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
     log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
-    with SGLangServer(args.model, port, BASE_ARGS + algorithm_args(name, args.head), log_path=log) as server:
+    with SGLangServer(args.model, port, BASE_ARGS + algorithm_args(name, args.head), log_path=log,
+                      env=algorithm_env(name)) as server:
         server.post("/generate", {"input_ids": prompts[0], "sampling_params": sampling})  # warm-up
         tokens, steps, seconds, outputs = 0, 0, 0.0, []
         for ids in prompts:

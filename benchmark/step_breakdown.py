@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from jetspec_sglang.server_process import SGLangServer, algorithm_args
+from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
 
 PROFILE_EVERY = 16
@@ -78,7 +78,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
     log = Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log")
     rows = []
     with SGLangServer(args.model, port, flags + algorithm_args(name, args.head), log_path=str(log),
-                      env={"JETSPEC_PROFILE_STEPS": str(PROFILE_EVERY)}) as server:
+                      env={"JETSPEC_PROFILE_STEPS": str(PROFILE_EVERY), **algorithm_env(name)}) as server:
         decode_batch(server, [[rng.randrange(args.vocab) for _ in range(args.prompt_len)]], 32)  # warm-up
         for bs in args.batch_sizes:
             prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_len)] for _ in range(bs)]

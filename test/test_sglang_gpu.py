@@ -73,24 +73,53 @@ def run_engine(model: str, calls: list[list[list[int]]], sampling: dict, **kwarg
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tiny_models):
-    """Plain and JETSPEC fp32 outputs: 12 prompts at once (over the graph's max bs of 4), then 2 repeats."""
+def tiny_plain(tiny_models) -> list[dict]:
+    """Plain fp32 outputs of 12 prompts submitted at once (over the graph's max bs of 4)."""
+    (plain,) = run_engine(tiny_models[0], [tiny_prompts(12, seed=1)], greedy(64), dtype="float32")
+    return plain
+
+
+def jetspec_runs(tiny_models, overlap: bool) -> tuple[list[dict], list[dict]]:
+    """JETSPEC fp32 outputs of the same 12 prompts, then 2 of them again (radix hits)."""
     target, head = tiny_models
     prompts = tiny_prompts(12, seed=1)
-    (plain,) = run_engine(target, [prompts], greedy(64), dtype="float32")
-    spec, repeat = run_engine(target, [prompts, prompts[:2]], greedy(64), dtype="float32",
-                              speculative_algorithm="JETSPEC", speculative_draft_model_path=head, **TREE)
-    return plain, spec, repeat
+    os.environ["JETSPEC_OVERLAP"] = "1" if overlap else "0"
+    try:
+        return tuple(run_engine(target, [prompts, prompts[:2]], greedy(64), dtype="float32",
+                                disable_overlap_schedule=not overlap, speculative_algorithm="JETSPEC",
+                                speculative_draft_model_path=head, **TREE))
+    finally:
+        del os.environ["JETSPEC_OVERLAP"]
 
 
-def test_tiny_fp32_greedy_is_token_identical_to_plain(tiny_runs) -> None:
-    plain, spec, _ = tiny_runs
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_models, tiny_plain):
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False))
+
+
+@pytest.fixture(scope="module")
+def tiny_overlap_runs(tiny_models, tiny_plain):
+    """The same with overlap scheduling (experimental, ``JETSPEC_OVERLAP=1``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=True))
+
+
+def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
     report = []
     for i, expected in enumerate(plain):
         got = spec[i]["output_ids"]
         first = next((j for j, (a, b) in enumerate(zip(got, expected["output_ids"])) if a != b), None)
         report.append((i, first, spec[i]["meta_info"].get("spec_accept_length"), got[:12], expected["output_ids"][:12]))
     assert all(r[1] is None for r in report), report
+
+
+def test_tiny_fp32_greedy_is_token_identical_to_plain(tiny_runs) -> None:
+    assert_token_identical(tiny_runs[0], tiny_runs[1])
+
+
+def test_tiny_fp32_overlap_is_token_identical_and_reuses_radix(tiny_overlap_runs) -> None:
+    plain, spec, repeat = tiny_overlap_runs
+    assert_token_identical(plain, spec)
+    assert [r["output_ids"] for r in repeat] == [r["output_ids"] for r in spec[:2]]
 
 
 def test_tiny_fp32_accepts_several_tokens_per_step(tiny_runs) -> None:

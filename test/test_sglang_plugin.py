@@ -74,6 +74,17 @@ def test_validator_fills_defaults_from_the_head(tmp_path) -> None:
     assert sa.max_running_requests == 32
 
 
+def test_overlap_stays_on_only_when_asked_for(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("JETSPEC_OVERLAP", "1")
+    sa = server_args(tmp_path)
+    validate_server_args(sa)
+    assert sa.disable_overlap_schedule is False
+    monkeypatch.setenv("JETSPEC_OVERLAP", "0")
+    sa = server_args(tmp_path)
+    validate_server_args(sa)
+    assert sa.disable_overlap_schedule is True
+
+
 def test_validator_keeps_explicit_flags_and_caps_depth(tmp_path) -> None:
     sa = server_args(tmp_path, speculative_num_draft_tokens=8, speculative_eagle_topk=4, speculative_num_steps=12)
     assert validate_server_args(sa) == TreeSettings(budget=8, topk=4, depth=7)
@@ -153,7 +164,7 @@ def test_spec_class_conforms_to_sglang_and_registers_once() -> None:
         algo = sgl.spec_info.SpeculativeAlgorithm.from_string("jetspec")
         assert isinstance(algo, JetSpecAlgo) and algo.is_speculative() and not algo.is_eagle()
         assert algo.supports_target_verify_for_draft() and not algo.need_topk()
-        assert not algo.carries_draft_hidden_states() and algo.supports_overlap is False
+        assert not algo.carries_draft_hidden_states() and algo.supports_overlap is True
         assert algo.get_num_tokens_per_req_for_target_verify(64, False) == 64
         for method in ("create_future_map", "need_topk", "carries_draft_hidden_states"):
             assert method not in vars(sgl.spec_registry.CustomSpecAlgo), f"sglang now defines {method}; revisit"

@@ -14,18 +14,25 @@ import time
 from typing import Any, Optional
 
 
+def algorithm_env(name: str) -> dict[str, str]:
+    """Environment of one configuration: ``jetspec-overlap:BUDGET`` turns on overlap scheduling."""
+    return {"JETSPEC_OVERLAP": "1"} if name.startswith("jetspec-overlap:") else {}
+
+
 def algorithm_args(name: str, head: str) -> list[str]:
-    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash`` or ``jetspec:BUDGET``."""
+    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash``, ``jetspec:BUDGET``
+    or ``jetspec-overlap:BUDGET`` (the same, overlap-scheduled: see ``algorithm_env``)."""
     if name == "plain":
         return []
     if name == "ngram":
         return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "8"]
     if name == "dflash":
         return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
-    if name.startswith("jetspec:"):
+    if name.startswith(("jetspec:", "jetspec-overlap:")):  # overlap is SGLang's default; the env decides
         return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
                 "--speculative-num-draft-tokens", name.split(":")[1]]
-    raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash or jetspec:BUDGET")
+    raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash, jetspec:BUDGET "
+                     "or jetspec-overlap:BUDGET")
 
 
 class SGLangServer:

@@ -29,7 +29,7 @@ def register_with_sglang() -> None:
         return
     SpeculativeAlgorithm.register(
         ALGORITHM_NAME,
-        supports_overlap=False,
+        supports_overlap=True,  # the validator still turns overlap off unless JETSPEC_OVERLAP=1
         validate_server_args=validate_server_args,
         spec_class=JetSpecAlgo,
     )(_worker_factory)

@@ -10,6 +10,7 @@ Unset flags come from the head's ``config.json`` (``jetspec_config.{budget,topk,
 if present, else budget 64, topk 8, depth ``block_size - 1``). ``validate_server_args``
 runs in SGLang's main process inside ``ServerArgs.__post_init__``; what it
 decides travels to the schedulers only through ``server_args`` fields.
+Overlap scheduling stays off unless ``JETSPEC_OVERLAP=1`` (experimental).
 This module imports no sglang so it can be tested on CPUs.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -119,12 +121,18 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     if getattr(sa, "speculative_draft_attention_backend", None) is None:
         sa.speculative_draft_attention_backend = _target_attention_backend(sa)
     sa.enable_mixed_chunk = False
-    if not sa.disable_overlap_schedule:
-        logger.info("JETSPEC runs with --disable-overlap-schedule (overlap scheduling is not supported yet)")
+    if not sa.disable_overlap_schedule and not overlap_requested():
+        logger.info("JETSPEC runs with --disable-overlap-schedule (overlap scheduling is experimental: "
+                    "JETSPEC_OVERLAP=1 keeps it on)")
         sa.disable_overlap_schedule = True
     if sa.max_running_requests is None:
         sa.max_running_requests = DEFAULT_MAX_RUNNING_REQUESTS
     return tree
+
+
+def overlap_requested() -> bool:
+    """Whether ``JETSPEC_OVERLAP=1`` asks for overlap scheduling (experimental until shown lossless on a GPU)."""
+    return os.environ.get("JETSPEC_OVERLAP", "0") == "1"
 
 
 def check_causal_flags_reach_sglang(head: DraftHeadConfig, head_dict: dict[str, Any], path: Path) -> None:

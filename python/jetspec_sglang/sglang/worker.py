@@ -152,6 +152,8 @@ class JetSpecWorker(BaseSpecWorker):
         if batch.forward_mode.is_idle():
             return self.idle(on_publish)
         draft_input = batch.spec_info
+        # Under overlap scheduling seq_lens comes from the schedule stream (FutureMap); keep it alive here.
+        batch.seq_lens.record_stream(torch.cuda.current_stream())
         self.profiler.mark()
         topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
         self.profiler.mark()
