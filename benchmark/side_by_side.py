@@ -13,9 +13,7 @@ the time of one decode step (wall time over verify steps; over tokens for plain)
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +22,11 @@ BASE_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "
 
 
 def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
-    from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
+    from jetspec_sglang.server_process import (
+        SGLangServer,
+        algorithm_args,
+        algorithm_env,
+    )
 
     sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
     log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
@@ -59,11 +61,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
 
-    import sglang
-    import torch
-    from transformers import AutoTokenizer
-
     from jetspec_sglang.datasets import load_eval_prompts
+    from jetspec_sglang.run_meta import run_metadata
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = []
@@ -84,13 +84,7 @@ def main() -> None:
         r["speedup"] = round(r["tok_per_s"] / plain["tok_per_s"], 3) if plain else None
         r["identical_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"])) if plain else None
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name(0),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        or "unknown",
-        "sglang": sglang.__version__,
-        "command": "python benchmark/side_by_side.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        **run_metadata("benchmark/side_by_side.py", args),
         "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens, "batch_size": 1, "server_args": BASE_ARGS,
     }

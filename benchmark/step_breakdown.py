@@ -23,14 +23,13 @@ Qwen3-8B-shaped one). Example:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
 
+from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
 
@@ -40,7 +39,7 @@ _PHASE_RE = re.compile(r"(\w+) ([0-9.]+) ms")
 
 def phase_means(log_text: str) -> dict[str, float]:
     """Mean of each ``name X ms`` field over the profiler lines of ``log_text`` (empty if none)."""
-    rows = [dict((k, float(v)) for k, v in _PHASE_RE.findall(line.split(LOG_PREFIX, 1)[1]))
+    rows = [{k: float(v) for k, v in _PHASE_RE.findall(line.split(LOG_PREFIX, 1)[1])}
             for line in log_text.splitlines() if LOG_PREFIX in line]
     return {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]} if rows else {}
 
@@ -124,20 +123,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
 
-    import sglang
-    import torch
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name(0),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        or "unknown",
-        "sglang": sglang.__version__,
-        "command": "python benchmark/step_breakdown.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None),
+        **run_metadata("benchmark/step_breakdown.py", args),
         "model": args.model, "head": args.head, "load_format": args.load_format,
         "new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
         "profiler": f"JETSPEC_PROFILE_STEPS={PROFILE_EVERY} (CUDA events; one host sync per {PROFILE_EVERY} steps)",

@@ -1,5 +1,5 @@
-// PyTorch binding of the fused tree builder: check every tensor, then launch on the
-// current CUDA stream (so that it can be captured in a CUDA graph).
+// PyTorch binding of the fused tree builder and of the verify inputs of its trees: check
+// every tensor, then launch on the current CUDA stream (so that it can be captured in a CUDA graph).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
@@ -7,11 +7,12 @@
 #include <optional>
 
 #include "tree_build.h"
+#include "verify_inputs.h"
 
 namespace {
 
 void check(const at::Tensor& t, const char* name, at::ScalarType dtype, at::IntArrayRef shape, at::Device device) {
-  TORCH_CHECK(t.device() == device, name, " must be on ", device, " (with topk_ids), got ", t.device());
+  TORCH_CHECK(t.device() == device, name, " must be on ", device, " (with the first input), got ", t.device());
   TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
   TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -71,6 +72,53 @@ void build_tree(const at::Tensor& topk_ids, const at::Tensor& topk_logprobs, con
   TORCH_CHECK(err == cudaSuccess, "tree_build kernel launch failed: ", cudaGetErrorString(err));
 }
 
+void build_verify_inputs(const at::Tensor& tokens, const at::Tensor& parents, const at::Tensor& seq_lens,
+                         int64_t mask_mode, bool fill_prefix, const at::Tensor& tree_mask, const at::Tensor& positions,
+                         const at::Tensor& retrieve_index, const at::Tensor& retrieve_next_token,
+                         const at::Tensor& retrieve_next_sibling, const at::Tensor& draft_tokens) {
+  TORCH_CHECK(tokens.is_cuda() && tokens.dim() == 2, "tokens must be a CUDA [bs, N] tensor, got ", tokens.device(), " ",
+              tokens.sizes());
+  const int64_t bs = tokens.size(0), n = tokens.size(1);
+  TORCH_CHECK(n >= 1 && n <= jetspec::kMaxBudget, "N must be in [1, ", jetspec::kMaxBudget, "], got ", n);
+  TORCH_CHECK(bs <= INT32_MAX, "batch too large: ", bs);
+  TORCH_CHECK(mask_mode == jetspec::kFullMask || mask_mode == jetspec::kQlenOnly,
+              "mask_mode must be FULL_MASK (0) or QLEN_ONLY (1), got ", mask_mode);
+  const at::Device device = tokens.device();
+  check(tokens, "tokens", at::kLong, {bs, n}, device);
+  check(parents, "parents", at::kLong, {bs, n}, device);
+  check(seq_lens, "seq_lens", at::kLong, {bs}, device);
+  check(positions, "positions", at::kLong, {bs * n}, device);
+  check(retrieve_index, "retrieve_index", at::kLong, {bs, n}, device);
+  check(retrieve_next_token, "retrieve_next_token", at::kLong, {bs, n}, device);
+  check(retrieve_next_sibling, "retrieve_next_sibling", at::kLong, {bs, n}, device);
+  check(draft_tokens, "draft_tokens", at::kLong, {bs * n}, device);
+  const at::ScalarType mask_dtype = tree_mask.scalar_type();
+  TORCH_CHECK(mask_dtype == at::kBool || mask_dtype == at::kByte, "tree_mask must be bool or uint8, got ", mask_dtype);
+  check(tree_mask, "tree_mask", mask_dtype, {tree_mask.numel()}, device);
+  TORCH_CHECK(tree_mask.numel() >= bs * n * n, "tree_mask needs at least bs * N * N = ", bs * n * n, " cells, got ",
+              tree_mask.numel());
+
+  const jetspec::VerifyInputsArgs args{
+      tokens.data_ptr<int64_t>(),
+      parents.data_ptr<int64_t>(),
+      seq_lens.data_ptr<int64_t>(),
+      static_cast<uint8_t*>(tree_mask.data_ptr()),
+      positions.data_ptr<int64_t>(),
+      retrieve_index.data_ptr<int64_t>(),
+      retrieve_next_token.data_ptr<int64_t>(),
+      retrieve_next_sibling.data_ptr<int64_t>(),
+      draft_tokens.data_ptr<int64_t>(),
+      tree_mask.numel(),
+      int(bs),
+      int(n),
+      int(mask_mode),
+      fill_prefix,
+  };
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaError_t err = jetspec::launch_verify_inputs(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "verify_inputs kernel launch failed: ", cudaGetErrorString(err));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -79,4 +127,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("child_counts"), pybind11::arg("budget"), pybind11::arg("lineage_topk"), pybind11::arg("tokens"),
         pybind11::arg("parents"), pybind11::arg("depths"), pybind11::arg("scores"), pybind11::arg("num_nodes"),
         pybind11::arg("top_scores_index"), pybind11::arg("parent_list"), pybind11::arg("draft_tokens"));
+  m.def("build_verify_inputs", &build_verify_inputs,
+        "SGLang's verify inputs (tree mask, positions, retrieve lists, flat tokens) of built trees.",
+        pybind11::arg("tokens"), pybind11::arg("parents"), pybind11::arg("seq_lens"), pybind11::arg("mask_mode"),
+        pybind11::arg("fill_prefix"), pybind11::arg("tree_mask"), pybind11::arg("positions"),
+        pybind11::arg("retrieve_index"), pybind11::arg("retrieve_next_token"), pybind11::arg("retrieve_next_sibling"),
+        pybind11::arg("draft_tokens"));
 }

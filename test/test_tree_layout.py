@@ -1,4 +1,4 @@
-"""Ancestor masks, SGLang's EAGLE layout and FlashInfer's bit-packed mask, against brute force."""
+"""Ancestor masks, SGLang's EAGLE layout and verify inputs, and FlashInfer's bit-packed mask, against brute force."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from jetspec_sglang.tree import build_tree
+from jetspec_sglang.tree import DraftTree, build_tree
 from jetspec_sglang.tree_layout import (
     EagleLayout,
+    TreeMaskMode,
     eagle_layout,
+    eagle_verify_inputs,
     pack_mask,
     parents_from_eagle_layout,
     tree_ancestor_mask,
     verify_mask,
+    verify_parents,
 )
 from test_tree import random_proposals
 
@@ -88,3 +91,33 @@ def test_packed_mask_matches_numpy_packbits(seed: int) -> None:
     expected = [np.packbits(mask[indptr[b] : indptr[b + 1]].numpy(), bitorder="little") for b in range(bs)]
     assert packed_indptr.tolist() == np.concatenate(([0], np.cumsum([len(e) for e in expected]))).tolist()
     assert packed.numpy().tobytes() == np.concatenate(expected).tobytes()
+
+
+def test_verify_inputs_of_a_hand_tree_with_padding() -> None:
+    #      0
+    #    1   2   6 (padding: hangs off the root, as SGLang reads its lineage)
+    #   3 4   5
+    parents = torch.tensor([[-1, 0, 0, 1, 1, 2, -1]] * 2)
+    tokens = torch.tensor([[9, 1, 2, 3, 4, 5, 9], [8, 1, 2, 3, 4, 5, 8]])
+    depths = torch.tensor([[0, 1, 1, 2, 2, 2, 0]] * 2)
+    scores = torch.tensor([[0.0, -1, -2, -3, -4, -5, float("-inf")]] * 2)
+    tree = DraftTree(tokens, parents, depths, scores, torch.tensor([6, 6]), max_depth=2)
+    assert verify_parents(parents)[0].tolist() == [-1, 0, 0, 1, 1, 2, 0]
+
+    qlen = eagle_verify_inputs(tree, torch.tensor([3, 0]), TreeMaskMode.QLEN_ONLY)
+    assert qlen.positions.tolist() == [3, 4, 4, 5, 5, 5, 4] + [0, 1, 1, 2, 2, 2, 1]
+    assert qlen.retrieve_index.tolist() == [list(range(7)), list(range(7, 14))]
+    assert qlen.retrieve_next_token.tolist() == [[1, 3, 5, -1, -1, -1, -1]] * 2
+    assert qlen.retrieve_next_sibling.tolist() == [[-1, 2, 6, 4, -1, -1, -1]] * 2
+    assert qlen.draft_tokens.tolist() == tokens.flatten().tolist()
+    rows = [[0], [0, 1], [0, 2], [0, 1, 3], [0, 1, 4], [0, 2, 5], [0, 6]]
+    anc = torch.zeros(7, 7, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        anc[i, row] = True
+    assert torch.equal(qlen.tree_mask, anc.repeat(2, 1, 1).flatten())
+
+    full = eagle_verify_inputs(tree, torch.tensor([3, 0]), TreeMaskMode.FULL_MASK)
+    first = full.tree_mask[: 7 * 10].view(7, 10)
+    assert first[:, :3].all() and torch.equal(first[:, 3:], anc)
+    assert torch.equal(full.tree_mask[7 * 10 :], anc.flatten())
+    assert torch.equal(full.positions, qlen.positions)

@@ -1,11 +1,16 @@
-"""A thread-level CPU model of ``csrc/tree_build.cu`` (tests only).
+"""Thread-level CPU models of ``csrc/tree_build.cu`` and ``csrc/verify_inputs.cu`` (tests only).
 
-Each function mirrors one piece of the kernel line by line: ``simulate_request``
+Each function mirrors one piece of a kernel line by line: ``simulate_request``
 is one thread block, and each loop over threads (or over the entries they
 stride across) is one phase between two barriers. Shared arrays start as
 poison (NaN / -999), and the model asserts that it reads only slots an earlier
 phase wrote. Scores are float32 sums, as on the GPU. Proving the algorithm
 here, against ``build_tree_reference``, leaves the GPU tests to check the port.
+
+``simulate_verify_launch`` is the verify-inputs grid: one block per 8 nodes of a
+request, one warp per node, whose lanes' strided loops are vector ops here. It
+writes through ``MaskMemory``, which counts every cell write, refuses any past
+the buffer's end and checks that the 16-byte stores are aligned.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from jetspec_sglang.tree import MIN_LOGPROB
 
 THREADS = 512  # kThreads
 MAX_WIDTH = 511  # kMaxWidth
+MAX_BUDGET = 512  # kMaxBudget
 POISON = -999
 F32 = np.float32
 
@@ -155,3 +161,86 @@ def simulate_request(ids: np.ndarray, lp: np.ndarray, root: int, counts: np.ndar
         "draft_tokens": [v[0] for v in nodes[1:]],
         "parent_list": [lineage_index(node_at(col)) if 1 <= col <= used else -1 for col in range(cols)],
     }
+
+
+# --- csrc/verify_inputs.cu ----------------------------------------------------------------
+
+ROW_WARPS = 8  # kRowWarps
+FULL_MASK = 0  # kFullMask
+
+
+class MaskMemory:
+    """The ``tree_mask`` buffer: ``cells`` (uint8) at device address ``addr``, with a write count per cell."""
+
+    def __init__(self, cells: np.ndarray, addr: int) -> None:
+        self.cells, self.addr = cells, addr
+        self.writes = np.zeros(cells.size, dtype=np.int64)
+
+    def store(self, first: int, values: np.ndarray) -> None:
+        """Bytes from cell ``first`` on; an index past the end raises, as a stray store would fault."""
+        index = first + np.arange(values.size)
+        if values.size:
+            assert index[0] >= 0, "a store before the buffer"
+        self.cells[index] = values
+        np.add.at(self.writes, index, 1)
+
+    def fill_ones(self, first: int, n: int) -> None:
+        """``warp_fill_ones(tree_mask + first, n, lane)`` for ``n > 0``: bytes, aligned 16-byte stores, bytes."""
+        head = min(n, (16 - ((self.addr + first) & 15)) & 15)
+        body = (n - head) // 16
+        assert body == 0 or (self.addr + first + head) % 16 == 0, "misaligned 16-byte stores"
+        self.store(first, np.ones(head, np.uint8))
+        self.store(first + head, np.ones(16 * body, np.uint8))  # the body's 16-byte stores, back to back
+        self.store(first + head + 16 * body, np.ones(n - head - 16 * body, np.uint8))
+
+
+def simulate_verify_launch(
+    tokens: np.ndarray, parents: np.ndarray, seq_lens: np.ndarray, mode: int, fill_prefix: bool, mask: MaskMemory
+) -> dict[str, np.ndarray]:
+    """The grid ``(bs, ceil(N / 8))`` on ``tokens, parents [bs, N]``, ``seq_lens [bs]``; returns the other outputs."""
+    bs, n = tokens.shape
+    out = {name: np.full(bs * n, POISON) for name in
+           ("positions", "retrieve_index", "retrieve_next_token", "retrieve_next_sibling", "draft_tokens")}  # fmt: skip
+    for b in range(bs):
+        for y in range(-(-n // ROW_WARPS)):
+            parent = np.full(MAX_BUDGET, POISON)  # shared, poisoned per block
+            for s in range(n):  # the block's threads, strided
+                p = int(parents[b, s])
+                parent[s] = -1 if s == 0 else (p if 0 <= p < s else 0)
+            for i in range(y * ROW_WARPS, min(n, (y + 1) * ROW_WARPS)):  # __syncthreads, then one warp per node
+                simulate_verify_warp(b, i, parent, tokens, seq_lens, mode, fill_prefix, mask, out)
+    return out
+
+
+def simulate_verify_warp(
+    b: int, i: int, parent: np.ndarray, tokens: np.ndarray, seq_lens: np.ndarray, mode: int, fill_prefix: bool,
+    mask: MaskMemory, out: dict[str, np.ndarray],
+) -> None:  # fmt: skip
+    """One warp: node ``i`` of request ``b``."""
+    n = tokens.shape[1]
+    slots = np.arange(n)
+    path = np.full(MAX_BUDGET, POISON)
+    path[:n] = 0
+    depth, v = -1, i
+    while v >= 0:  # lane 0
+        assert parent[v] != POISON and path[v] != POISON
+        path[v], depth, v = 1, depth + 1, parent[v]
+    child = slots[parent[:n] == i].min(initial=n)  # warp_min over the lanes' strided minima
+    sibling = slots[(slots > i) & (parent[:n] == parent[i])].min(initial=n)
+
+    node, seq_len = b * n + i, int(seq_lens[b])
+    out["positions"][node] = seq_len + depth
+    out["retrieve_index"][node] = node
+    out["retrieve_next_token"][node] = child if child < n else -1
+    out["retrieve_next_sibling"][node] = sibling if sibling < n else -1
+    out["draft_tokens"][node] = tokens[b, i]
+
+    start, prefix = node * n, 0
+    if mode == FULL_MASK:
+        before = int(seq_lens[:b].sum())  # warp_sum of the lanes' strided sums
+        start, prefix = n * (before + b * n) + i * (seq_len + n), seq_len
+    fill = min(prefix, mask.cells.size - start)
+    if fill_prefix and fill > 0:
+        mask.fill_ones(start, fill)
+    kept = max(0, min(n, mask.cells.size - start - prefix))  # cells past the end are not written
+    mask.store(start + prefix, path[:kept].astype(np.uint8))

@@ -1,16 +1,21 @@
-"""Per-call time of three tree-building paths on one GPU, eager and as CUDA-graph replays.
+"""Per-call time of the tree-building paths on one GPU, eager and as CUDA-graph replays.
 
 - ``fused``: ``jetspec_sglang.kernels.build_tree_fused``, the tree plus its EAGLE lineage in one launch.
 - ``torch``: ``tree.build_tree`` then ``sglang.lineage.encode_lineage``, the same outputs from torch ops.
 - ``sgl``: the tree kernel SGLang 0.5.17 runs next in verify, on the fused lineage: it turns the
   lineage into the verify mask, positions and retrieve lists. ``sgl_kernel.build_tree_kernel_efficient``
   is called as ``speculative/eagle_utils.py::build_tree_kernel_efficient`` calls it on a GPU with a
-  preallocated FULL_MASK buffer and no prefix fill, the retrieve arrays reset to -1 first. It runs only
-  when ``sgl_kernel`` imports.
+  preallocated FULL_MASK buffer (filled with True first under ``--fill-prefix``), the retrieve arrays
+  reset to -1 first. It runs only when ``sgl_kernel`` imports.
+- ``fusedv``: the whole tree side of a step with our kernels: ``build_tree_fused`` then
+  ``build_verify_inputs_fused`` (FULL_MASK, prefix filled under ``--fill-prefix``), which writes what
+  ``sgl`` does straight from the tree.
+- ``torchsgl``: the same outputs the way SGLang gets them from the torch builder: ``torch`` then ``sgl``
+  (only when ``sgl_kernel`` imports).
 
 Times come from CUDA events over ``--iters`` calls after ``--warmup`` calls. Bytes are logical:
 inputs read once plus outputs written once. The fused outputs are checked equal to the torch ones
-before anything is timed.
+before anything is timed, and so are the fused verify inputs to ``tree_layout.eagle_verify_inputs``.
 
     python benchmark/kernels/tree_build_bench.py --out benchmark/results/tree_build_h200/tree_build
 """
@@ -18,6 +23,7 @@ before anything is timed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -29,11 +35,18 @@ from typing import Callable, Optional
 
 import torch
 
-from jetspec_sglang.kernels import build_tree_fused, empty_tree_outputs
-from jetspec_sglang.sglang.lineage import encode_lineage, lineage_topk
+from jetspec_sglang.kernels import (
+    build_tree_fused,
+    build_verify_inputs_fused,
+    empty_tree_outputs,
+    empty_verify_inputs,
+    verify_mask_numel,
+)
+from jetspec_sglang.sglang.lineage import EagleLineage, encode_lineage, lineage_topk
 from jetspec_sglang.tree import FanoutCap, build_tree
+from jetspec_sglang.tree_layout import TreeMaskMode, eagle_verify_inputs
 
-FULL_MASK = 0  # sglang.srt.speculative.eagle_utils.TreeMaskMode.FULL_MASK
+FULL_MASK = TreeMaskMode.FULL_MASK  # sglang.srt.speculative.eagle_utils.TreeMaskMode.FULL_MASK
 
 
 def time_us(fn: Callable[[], object], iters: int, warmup: int) -> float:
@@ -64,8 +77,13 @@ def graphed(fn: Callable[[], object]) -> Callable[[], None]:
     return graph.replay
 
 
-def sgl_tree_kernel(lineage, bs: int, budget: int, seq_len: int) -> tuple[Callable[[], None], int]:
-    """SGLang's lineage -> mask/positions/retrieve kernel on preallocated buffers, and its logical bytes."""
+def mask_bytes(bs: int, budget: int, seq_len: int, fill_prefix: bool) -> int:
+    """FULL_MASK cells written per call: the tree cells, plus the prefix cells when they are filled."""
+    return bs * budget * budget + (bs * budget * seq_len if fill_prefix else 0)
+
+
+def sgl_tree_kernel(bs: int, budget: int, seq_len: int, fill_prefix: bool) -> Callable[[EagleLineage], None]:
+    """SGLang's lineage -> mask/positions/retrieve kernel on preallocated buffers, as eagle_utils.py runs it."""
     import sgl_kernel
 
     seq_lens = torch.full((bs,), seq_len, dtype=torch.int64, device="cuda")
@@ -73,16 +91,16 @@ def sgl_tree_kernel(lineage, bs: int, budget: int, seq_len: int) -> tuple[Callab
     positions = torch.empty(bs * budget, dtype=torch.int64, device="cuda")
     retrieve = torch.empty(3, bs, budget, dtype=torch.int64, device="cuda")
 
-    def call() -> None:
+    def call(lineage: EagleLineage) -> None:
+        if fill_prefix:
+            mask.fill_(True)
         retrieve.fill_(-1)
         sgl_kernel.build_tree_kernel_efficient(
             lineage.parent_list, lineage.top_scores_index, seq_lens, mask, positions,
             retrieve[0], retrieve[1], retrieve[2], lineage.topk, lineage.depth, budget, FULL_MASK,
         )  # fmt: skip
 
-    read = 8 * (lineage.parent_list.numel() + lineage.top_scores_index.numel() + bs)  # + seq_lens
-    written = bs * budget * budget + 8 * positions.numel() + 2 * 8 * retrieve.numel()  # tree mask cells; -1 fill
-    return call, read + written
+    return call
 
 
 def probe_sgl(seq_len: int) -> str:
@@ -91,8 +109,7 @@ def probe_sgl(seq_len: int) -> str:
         ids = torch.arange(12, device="cuda").view(1, 3, 4)
         logprobs = torch.log_softmax(torch.arange(12.0, 0.0, -1.0, device="cuda").view(1, 3, 4), -1)
         _, lineage = build_tree_fused(ids, logprobs, ids[:, 0, 0].contiguous(), 9, 4)
-        call, _ = sgl_tree_kernel(lineage, 1, 9, seq_len)
-        call()
+        sgl_tree_kernel(1, 9, seq_len, False)(lineage)
         torch.cuda.synchronize()
     except (ImportError, RuntimeError, TypeError) as err:
         return f"skipped: {type(err).__name__}: {err}"
@@ -106,12 +123,18 @@ def run_config(bs: int, budget: int, args: argparse.Namespace, cap: Optional[Fan
     roots = torch.randint(0, args.vocab, (bs,), generator=gen, device="cuda")
     k_enc = lineage_topk(budget, args.depth, args.topk)
     out = empty_tree_outputs(bs, budget, args.depth, k_enc, "cuda")
+    seq_lens = torch.full((bs,), args.seq_len, dtype=torch.int64, device="cuda")
+    verify_out = empty_verify_inputs(bs, budget, verify_mask_numel(FULL_MASK, bs, budget, bs * args.seq_len), "cuda")
 
     def fused() -> None:
         build_tree_fused(ids, logprobs, roots, budget, k_enc, cap, out=out)
 
-    def vectorised() -> None:
-        encode_lineage(build_tree(ids, logprobs, roots, budget, cap), k_enc)
+    def vectorised() -> EagleLineage:
+        return encode_lineage(build_tree(ids, logprobs, roots, budget, cap), k_enc)
+
+    def fused_verify() -> None:
+        tree, _ = build_tree_fused(ids, logprobs, roots, budget, k_enc, cap, out=out)
+        build_verify_inputs_fused(tree, seq_lens, FULL_MASK, verify_out, fill_prefix_mask=args.fill_prefix)
 
     fused()
     tree = build_tree(ids, logprobs, roots, budget, cap)
@@ -120,15 +143,25 @@ def run_config(bs: int, budget: int, args: argparse.Namespace, cap: Optional[Fan
         assert torch.equal(getattr(out[0], name), getattr(tree, name)), f"fused {name} differs from build_tree"
     for name in ("parent_list", "top_scores_index", "draft_tokens"):
         assert torch.equal(getattr(out[1], name), getattr(lineage, name)), f"fused {name} differs from encode_lineage"
+    build_verify_inputs_fused(out[0], seq_lens, FULL_MASK, verify_out)
+    want = eagle_verify_inputs(tree, seq_lens, FULL_MASK)
+    for name in (field.name for field in dataclasses.fields(want)):
+        assert torch.equal(getattr(verify_out, name), getattr(want, name)), f"fused verify {name} differs"
 
     cols = out[1].parent_list.shape[1]
     read = bs * args.depth * args.topk * (8 + 4) + 8 * bs + (8 * bs * args.depth if cap else 0)
     written = bs * budget * (3 * 8 + 4) + 8 * bs + 2 * 8 * bs * (budget - 1) + 8 * bs * cols
+    nodes, cells = bs * budget, mask_bytes(bs, budget, args.seq_len, args.fill_prefix)
     row = {"bs": bs, "N": budget, "D": args.depth, "K": args.topk, "K_enc": k_enc, "cap": "top2gap" if cap else "none",
-           "fused_bytes": read + written}  # fmt: skip
-    paths = {"fused": fused, "torch": vectorised}
+           "fused_bytes": read + written,  # fusedv: + tokens, parents and seq_lens read, mask cells and 5 per node
+           "fusedv_bytes": read + written + 2 * 8 * nodes + 8 * bs + cells + 5 * 8 * nodes}  # fmt: skip
+    paths = {"fused": fused, "torch": vectorised, "fusedv": fused_verify}
     if sgl:
-        paths["sgl"], row["sgl_bytes"] = sgl_tree_kernel(out[1], bs, budget, args.seq_len)
+        sgl_call = sgl_tree_kernel(bs, budget, args.seq_len, args.fill_prefix)
+        paths["sgl"] = lambda: sgl_call(out[1])
+        paths["torchsgl"] = lambda: sgl_call(vectorised())
+        lineage_read = 8 * (out[1].parent_list.numel() + out[1].top_scores_index.numel() + bs)  # + seq_lens
+        row["sgl_bytes"] = lineage_read + cells + 8 * nodes + 2 * 8 * 3 * nodes  # retrieve lists: -1 fill, then written
     for name, fn in paths.items():
         row[f"{name}_eager_us"] = round(time_us(fn, args.iters, args.warmup), 2)
         row[f"{name}_graph_us"] = round(time_us(graphed(fn), args.iters, args.warmup), 2)
@@ -148,15 +181,19 @@ def versions() -> dict:
 def markdown(meta: dict, rows: list[dict]) -> str:
     sgl = "sgl_eager_us" in rows[0]
     head = ["bs", "N", "cap", "fused eager us", "fused graph us", "torch eager us", "torch graph us",
-            "speedup eager", "speedup graph", "fused bytes", "fused GB/s (graph)"]  # fmt: skip
-    head += ["sgl eager us", "sgl graph us", "sgl bytes"] if sgl else []
+            "speedup eager", "speedup graph", "fused bytes", "fused GB/s (graph)",
+            "fused+verify eager us", "fused+verify graph us", "fused+verify bytes"]  # fmt: skip
+    head += ["sgl eager us", "sgl graph us", "sgl bytes", "torch+sgl eager us", "torch+sgl graph us",
+             "fused+verify speedup vs torch+sgl (graph)"] if sgl else []  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["bs"], r["N"], r["cap"], r["fused_eager_us"], r["fused_graph_us"], r["torch_eager_us"],
                  r["torch_graph_us"], f"{r['torch_eager_us'] / r['fused_eager_us']:.1f}x",
                  f"{r['torch_graph_us'] / r['fused_graph_us']:.1f}x"]  # fmt: skip
         cells += [r["fused_bytes"], f"{r['fused_bytes'] / r['fused_graph_us'] / 1e3:.2f}"]
-        cells += [r["sgl_eager_us"], r["sgl_graph_us"], r["sgl_bytes"]] if sgl else []
+        cells += [r["fusedv_eager_us"], r["fusedv_graph_us"], r["fusedv_bytes"]]
+        cells += [r["sgl_eager_us"], r["sgl_graph_us"], r["sgl_bytes"], r["torchsgl_eager_us"], r["torchsgl_graph_us"],
+                  f"{r['torchsgl_graph_us'] / r['fusedv_graph_us']:.1f}x"] if sgl else []  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     about = [f"- {k}: {v}" for k, v in meta.items()]
     return "\n".join([f"# Fused tree builder vs torch ({meta['gpu']}, {meta['date']})", "", *about, "", *lines]) + "\n"
@@ -171,6 +208,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--caps", nargs="+", choices=["none", "top2gap"], default=["none", "top2gap"])
     parser.add_argument("--seq-len", type=int, default=1024, help="prefix length for SGLang's FULL_MASK layout")
+    parser.add_argument("--fill-prefix", action="store_true",
+                        help="write True into the mask's prefix cells (SGLang's fill_prefix_mask) in sgl and fusedv")
     parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
@@ -190,6 +229,7 @@ def main() -> None:
         "sgl path": sgl_note,
         "timing": f"CUDA events, mean of {args.iters} calls after {args.warmup} warm-up calls",
         "bytes": "logical: inputs read once + outputs written once",
+        "mask": f"FULL_MASK, seq_len {args.seq_len}, prefix {'filled' if args.fill_prefix else 'not filled'}",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

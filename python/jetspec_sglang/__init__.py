@@ -14,8 +14,11 @@ from .ref_engine import target_generate as target_generate
 from .tree import DraftTree as DraftTree
 from .tree import FanoutCap as FanoutCap
 from .tree import build_tree as build_tree
+from .tree_layout import TreeMaskMode as TreeMaskMode
+from .tree_layout import VerifyInputs as VerifyInputs
 from .tree_layout import ancestor_mask as ancestor_mask
 from .tree_layout import eagle_layout as eagle_layout
+from .tree_layout import eagle_verify_inputs as eagle_verify_inputs
 from .tree_layout import pack_mask as pack_mask
 from .tree_layout import verify_mask as verify_mask
 from .verify import SamplingConfig as SamplingConfig
@@ -30,11 +33,14 @@ __all__ = [
     "FanoutCap",
     "GenerationResult",
     "SamplingConfig",
+    "TreeMaskMode",
+    "VerifyInputs",
     "accept_tree",
     "ancestor_mask",
     "build_tree",
     "default_target_layer_ids",
     "eagle_layout",
+    "eagle_verify_inputs",
     "pack_mask",
     "per_depth_topk",
     "speculative_generate",

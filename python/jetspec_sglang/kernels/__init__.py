@@ -1,10 +1,28 @@
-"""Fused CUDA kernels, JIT-built on first use (needs nvcc and a CUDA build of torch).
+"""Fused GPU kernels, built on first use: CUDA ones JIT-compiled (nvcc and a CUDA build of torch),
+Triton ones imported with triton on their first call, so this package imports without either.
 
-Each op has one PyTorch reference in the core package: ``build_tree_fused`` is
-``tree.build_tree_reference`` followed by ``sglang.lineage.encode_lineage``.
+Each op has one PyTorch reference: ``build_tree_fused`` is ``tree.build_tree_reference``
+followed by ``sglang.lineage.encode_lineage``; ``build_verify_inputs_fused`` is
+``tree_layout.eagle_verify_inputs``; ``tree_attention`` is
+``tree_attention_reference``, beside it in ``tree_attention.py``.
 """
 
+from .tree_attention import tree_attention as tree_attention
+from .tree_attention import tree_attention_reference as tree_attention_reference
+from .tree_attention import tree_mask_from_parents as tree_mask_from_parents
 from .tree_build import build_tree_fused as build_tree_fused
 from .tree_build import empty_tree_outputs as empty_tree_outputs
+from .verify_inputs import build_verify_inputs_fused as build_verify_inputs_fused
+from .verify_inputs import empty_verify_inputs as empty_verify_inputs
+from .verify_inputs import verify_mask_numel as verify_mask_numel
 
-__all__ = ["build_tree_fused", "empty_tree_outputs"]
+__all__ = [
+    "build_tree_fused",
+    "build_verify_inputs_fused",
+    "empty_tree_outputs",
+    "empty_verify_inputs",
+    "tree_attention",
+    "tree_attention_reference",
+    "tree_mask_from_parents",
+    "verify_mask_numel",
+]

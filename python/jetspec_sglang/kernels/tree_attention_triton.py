@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 # A finite "no key seen yet" running max: exp2(NO_MAX - NO_MAX) is 1, where -inf - -inf is NaN.
-NO_MAX = -1.0e30
+NO_MAX = tl.constexpr(-1.0e30)
 
 
 @triton.jit
@@ -52,7 +52,8 @@ def tree_attention_fwd(
     token = b * num_nodes + rows // GROUP  # row of q / o, and of tree_mask viewed as [bs * N, words]
     head = kv_head * GROUP + rows % GROUP
     dims = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + token[:, None] * stride_qt + head[:, None] * stride_qh + dims[None, :], mask=row_ok[:, None], other=0.0)
+    q_ptrs = Q + token[:, None] * stride_qt + head[:, None] * stride_qh + dims[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     prefix_len = tl.load(prefix_lens + b)
     slots = req_to_token + tl.load(req_pool_indices + b).to(tl.int64) * stride_r2t
@@ -75,7 +76,8 @@ def tree_attention_fwd(
         acc, m_i, l_i = _online_softmax_step(q, k, v, col_ok[None, :], acc, m_i, l_i, qk_scale)
 
     # Tree keys, last split only: node j sits at column prefix_len + j and is visible to row
-    # (b, i) iff bit j % 32 of word j // 32 of tree_mask[b, i] is set.
+    # (b, i) iff bit j % 32 of word j // 32 of tree_mask[b, i] is set. A tile's BLOCK_N // 32
+    # words per row are loaded, then spread to one bit per column (column = word * 32 + bit).
     mask_rows = tree_mask + token.to(tl.int64) * mask_words
     for start in range(0, tl.where(is_last_split, num_nodes, 0), BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
@@ -83,8 +85,11 @@ def tree_attention_fwd(
         slot = tl.load(slots + prefix_len + cols, mask=col_ok, other=0).to(tl.int64)
         k = tl.load(k_head + slot[:, None] * stride_kt, mask=col_ok[:, None], other=0.0)
         v = tl.load(v_head + slot[:, None] * stride_vt, mask=col_ok[:, None], other=0.0)
-        words = tl.load(mask_rows[:, None] + cols[None, :] // 32, mask=row_ok[:, None] & col_ok[None, :], other=0)
-        visible = ((words >> (cols[None, :] % 32)) & 1) != 0
+        word = start // 32 + tl.arange(0, BLOCK_N // 32)
+        word_ok = row_ok[:, None] & (word < mask_words)[None, :]
+        words = tl.load(mask_rows[:, None] + word[None, :], mask=word_ok, other=0)
+        bits = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
+        visible = (tl.reshape(bits, [BLOCK_M, BLOCK_N]) != 0) & col_ok[None, :]
         acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale)
 
     if SPLIT:
@@ -101,26 +106,22 @@ def tree_attention_fwd(
 @triton.jit
 def merge_splits(
     O, part_acc, part_m, part_l, num_splits, total_q, num_q_heads, stride_ot, stride_oh,
-    BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
+    SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
-    """One program per query token, all heads: o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s."""
+    """One program per (query token, head): o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s.
+
+    The last split saw the node itself, so m is finite; empty splits (m_s = NO_MAX, l_s = 0) and the
+    padding up to SPLITS (m_s = -inf) weigh 0.
+    """
     token = tl.program_id(0)
-    heads = tl.arange(0, BLOCK_H)
-    head_ok = heads < num_q_heads
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS)
+    split_ok = splits < num_splits
     dims = tl.arange(0, HEAD_DIM)
-    acc = tl.zeros([BLOCK_H, HEAD_DIM], dtype=tl.float32)
-    m_run = tl.full([BLOCK_H], NO_MAX, dtype=tl.float32)
-    l_run = tl.zeros([BLOCK_H], dtype=tl.float32)
-    for split in range(num_splits):
-        at = (split * total_q + token).to(tl.int64) * num_q_heads + heads
-        m_s = tl.load(part_m + at, mask=head_ok, other=NO_MAX)
-        l_s = tl.load(part_l + at, mask=head_ok, other=1.0)  # 1: padding heads end finite, never stored
-        acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=head_ok[:, None], other=0.0)
-        m_new = tl.maximum(m_run, m_s)
-        old_scale, new_scale = tl.math.exp2(m_run - m_new), tl.math.exp2(m_s - m_new)
-        acc = acc * old_scale[:, None] + acc_s * new_scale[:, None]
-        l_run = l_run * old_scale + l_s * new_scale
-        m_run = m_new
-    o = acc / l_run[:, None]
-    o_ptrs = O + token * stride_ot + heads[:, None] * stride_oh + dims[None, :]
-    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=head_ok[:, None])
+    at = (splits * total_q + token).to(tl.int64) * num_q_heads + head
+    m_s = tl.load(part_m + at, mask=split_ok, other=float("-inf"))
+    l_s = tl.load(part_l + at, mask=split_ok, other=0.0)
+    acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=split_ok[:, None], other=0.0)
+    weight = tl.math.exp2(m_s - tl.max(m_s, 0))
+    o = tl.sum(acc_s * weight[:, None], 0) / tl.sum(l_s * weight, 0)
+    tl.store(O + token * stride_ot + head * stride_oh + dims, o.to(O.dtype.element_ty))

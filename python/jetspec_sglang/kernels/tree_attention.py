@@ -1,0 +1,266 @@
+"""Tree attention for target verify: ``N`` draft-tree nodes per request attend to the request's
+whole KV prefix and to their own ancestors in the tree, in one Triton pass over SGLang's KV pool.
+
+- ``tree_mask_from_parents``: the compact per-request ancestor bitmask the kernel reads.
+- ``tree_attention``: the kernel (Triton, ``tree_attention_triton.py``); no host sync, optional
+  caller-provided output, so a CUDA graph can capture it.
+- ``tree_attention_reference``: the dense PyTorch definition, any dtype (float64 for tests).
+
+The KV pool is SGLang's with page_size 1: prefix token ``j`` of request ``b`` lives in slot
+``req_to_token[req_pool_indices[b], j]`` and tree node ``i`` in slot
+``req_to_token[req_pool_indices[b], prefix_lens[b] + i]`` (verify writes the tree's KV before
+attention runs). This module imports torch only; triton is imported on the first kernel call.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..tree_layout import ancestor_mask
+
+HEAD_DIMS = (64, 128, 256)
+MIN_SPLIT_KEYS = 512  # split the prefix no finer than this many keys per program
+MAX_SPLITS = 64  # the merge kernel holds every split's partial row at once
+MERGE_WARPS = 8
+LOG2_E = 1.4426950408889634
+
+
+def tree_mask_from_parents(parents: Tensor, max_depth: int) -> Tensor:
+    """The ancestor bitmask ``tree_attention`` reads, from parent arrays.
+
+    Parameters:
+        parents: ``[bs, N]`` integer, ``-1`` at the root: ``parents[b, i]`` is node ``i``'s parent.
+        max_depth: an upper bound on node depth (``N - 1`` always is); ``DraftTree.max_depth``.
+
+    Returns:
+        ``[bs, N, ceil(N / 32)]`` int32: bit ``j % 32`` of word ``j // 32`` of row ``[b, i]`` is set
+        iff ``j == i`` or ``j`` is an ancestor of ``i`` (bit 31 is the sign bit).
+
+    Examples:
+        >>> tree_mask_from_parents(torch.tensor([[-1, 0, 0, 1]]), max_depth=2)[0, :, 0].tolist()
+        [1, 3, 5, 11]
+    """
+    anc = ancestor_mask(parents.to(torch.int64), max_depth)
+    bs, n, _ = anc.shape
+    words = (n + 31) // 32
+    bits = torch.zeros(bs, n, words * 32, dtype=torch.int32, device=anc.device)
+    bits[:, :, :n] = anc.to(torch.int32)
+    # Bit k weighs 2**k; bit 31 weighs -2**31, so the int32 sum is the two's-complement word.
+    weights = torch.tensor([1 << k for k in range(31)] + [-(1 << 31)], dtype=torch.int32, device=anc.device)
+    return (bits.view(bs, n, words, 32) * weights).sum(dim=3, dtype=torch.int32)
+
+
+def unpack_tree_mask(tree_mask: Tensor) -> Tensor:
+    """``[bs, N, ceil(N / 32)]`` int32 bitmask -> ``[bs, N, N]`` bool (``N`` is ``tree_mask.shape[1]``)."""
+    n = tree_mask.shape[1]
+    cols = torch.arange(n, device=tree_mask.device)
+    return ((tree_mask[:, :, cols // 32] >> (cols % 32)) & 1).bool()
+
+
+def tree_attention_reference(
+    q: Tensor,
+    k_buffer: Tensor,
+    v_buffer: Tensor,
+    req_to_token: Tensor,
+    req_pool_indices: Tensor,
+    prefix_lens: Tensor,
+    tree_mask: Tensor,
+    sm_scale: float,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Dense tree attention computed in ``dtype``: the definition ``tree_attention`` implements.
+
+    Takes ``tree_attention``'s inputs. Products run in ``dtype``, the softmax in at least fp32
+    (``float64`` is the accuracy reference; the inputs' own dtype gives a same-precision baseline).
+    Reads ``prefix_lens`` on the host (one sync per request): for tests and benchmarks only.
+
+    Returns:
+        ``[bs * N, Hq, head_dim]`` in ``dtype``.
+    """
+    bs, n, _ = tree_mask.shape
+    group = q.shape[1] // k_buffer.shape[1]
+    anc = unpack_tree_mask(tree_mask)
+    out = torch.empty(q.shape, dtype=dtype, device=q.device)
+    for b in range(bs):
+        prefix_len = int(prefix_lens[b])
+        slots = req_to_token[req_pool_indices[b], : prefix_len + n].to(torch.int64)
+        k = k_buffer[slots].to(dtype).repeat_interleave(group, dim=1)  # [P + N, Hq, head_dim]
+        v = v_buffer[slots].to(dtype).repeat_interleave(group, dim=1)
+        rows = slice(b * n, (b + 1) * n)
+        scores = torch.einsum("qhd,khd->hqk", q[rows].to(dtype), k) * sm_scale  # [Hq, N, P + N]
+        visible = torch.cat([torch.ones(n, prefix_len, dtype=torch.bool, device=q.device), anc[b]], dim=1)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(scores.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
+        out[rows] = torch.einsum("hqk,khd->qhd", probs, v)
+    return out
+
+
+def tree_attention(
+    q: Tensor,
+    k_buffer: Tensor,
+    v_buffer: Tensor,
+    req_to_token: Tensor,
+    req_pool_indices: Tensor,
+    prefix_lens: Tensor,
+    tree_mask: Tensor,
+    sm_scale: float,
+    max_prefix_len: int,
+    out: Optional[Tensor] = None,
+    num_splits: Optional[int] = None,
+) -> Tensor:
+    """Attention of every tree node to its request's KV prefix (unmasked) and its tree ancestors.
+
+    One online softmax over prefix + tree per (node, head), fp32 accumulation. The prefix is
+    split across programs when the batch alone would leave the GPU idle (bs 1 at 32k context),
+    and the splits' partial states are merged by a second small kernel. Nothing syncs with
+    the host and no allocation depends on tensor values, so a CUDA graph can capture the call
+    (the split workspace is a ``torch.empty`` sized by the Python ints below).
+
+    Parameters:
+        q: ``[bs * N, Hq, head_dim]`` bfloat16, the ``N`` nodes of each request in turn
+            (request ``b``'s node ``i`` is row ``b * N + i``); last dim contiguous.
+        k_buffer: ``[pool_size, Hkv, head_dim]`` bfloat16, one layer's key pool (page_size 1);
+            ``Hq`` a multiple of ``Hkv``, ``head_dim`` in {64, 128, 256}; last dim contiguous.
+        v_buffer: ``[pool_size, Hkv, head_dim]`` bfloat16, the value pool, laid out like ``k_buffer``.
+        req_to_token: ``[max_reqs, max_context]`` int32, pool slot of each request position;
+            row ``req_pool_indices[b]`` must hold ``prefix_lens[b] + N`` slots.
+        req_pool_indices: ``[bs]`` int64 (or int32), each request's row of ``req_to_token``.
+        prefix_lens: ``[bs]`` int32 (or int64), committed tokens before the tree, ``>= 0``.
+        tree_mask: ``[bs, N, ceil(N / 32)]`` int32 from ``tree_mask_from_parents``; every row must
+            have its own bit set (a node attends to itself). Contiguous.
+        sm_scale: softmax scale, usually ``head_dim ** -0.5``.
+        max_prefix_len: a host-side bound on ``prefix_lens`` that sizes the prefix split (e.g. the
+            context length a CUDA graph is captured for). Longer prefixes are still attended in
+            full, by the last split, only less evenly spread.
+        out: ``[bs * N, Hq, head_dim]`` bfloat16 to write into (e.g. a CUDA graph's static
+            buffer); allocated when ``None``. Every row is written.
+        num_splits: prefix splits per (row tile, request, kv head), at most 64; chosen from the
+            GPU's SM count and ``max_prefix_len`` when ``None``.
+
+    Returns:
+        ``[bs * N, Hq, head_dim]`` bfloat16, ``out`` when given.
+
+    Examples:
+        >>> q = torch.randn(4, 2, 64, dtype=torch.bfloat16)
+        >>> kv = torch.randn(8, 1, 64, dtype=torch.bfloat16)
+        >>> r2t = torch.arange(8, dtype=torch.int32)[None]
+        >>> mask = tree_mask_from_parents(torch.tensor([[-1, 0, 0, 1]]), max_depth=2)
+        >>> args = (q, kv, kv, r2t, torch.tensor([0]), torch.tensor([4], dtype=torch.int32), mask)
+        >>> o = tree_attention(*args, sm_scale=0.125, max_prefix_len=4)  # doctest: +SKIP
+        >>> torch.allclose(o.double(), tree_attention_reference(*args, sm_scale=0.125), atol=2e-2)  # doctest: +SKIP
+        True
+    """
+    bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
+    if max_prefix_len < 0 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
+        raise ValueError(
+            f"need max_prefix_len >= 0 and 1 <= num_splits <= {MAX_SPLITS}, got {max_prefix_len}, {num_splits}"
+        )
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
+        raise ValueError(
+            f"out must be {q.dtype} {tuple(q.shape)} on {q.device} with a contiguous last dim, "
+            f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    from . import tree_attention_triton as kernels  # imports triton
+
+    total_q, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_buffer.shape[1]
+    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, n * group)
+    row_tiles = _cdiv(n * group, block_m)
+    if num_splits is None:
+        programs = row_tiles * bs * num_kv_heads
+        num_splits = min(_cdiv(2 * _sm_count(q.device), programs), _cdiv(max_prefix_len, MIN_SPLIT_KEYS), MAX_SPLITS)
+    num_splits = max(num_splits, 1)
+    split_keys = _cdiv(_cdiv(max(max_prefix_len, 1), num_splits), block_n) * block_n
+    if num_splits > 1:
+        part_acc = torch.empty(num_splits, total_q, num_q_heads, head_dim, dtype=torch.float32, device=q.device)
+        part_m = torch.empty(num_splits, total_q, num_q_heads, dtype=torch.float32, device=q.device)
+        part_l = torch.empty_like(part_m)
+    else:
+        part_acc = part_m = part_l = out  # not read: the kernel writes out directly
+    kernels.tree_attention_fwd[(row_tiles, bs * num_kv_heads, num_splits)](
+        q, k_buffer, v_buffer, out, part_acc, part_m, part_l,
+        req_to_token, req_pool_indices, prefix_lens, tree_mask,
+        sm_scale * LOG2_E, n, tree_mask.shape[2], num_kv_heads, num_q_heads, total_q, num_splits, split_keys,
+        q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
+        out.stride(0), out.stride(1), req_to_token.stride(0),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
+        num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    if num_splits > 1:
+        kernels.merge_splits[(total_q, num_q_heads)](
+            out, part_acc, part_m, part_l, num_splits, total_q, num_q_heads, out.stride(0), out.stride(1),
+            SPLITS=_next_power_of_2(num_splits), HEAD_DIM=head_dim, num_warps=MERGE_WARPS,
+        )  # fmt: skip
+    return out
+
+
+def _tile_config(head_dim: int, rows: int) -> tuple[int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for ``rows = N * group`` query rows per kv head.
+
+    128 x 64 tiles as in Triton's flash-attention tutorial; 64 x 32 at head_dim 256 to fit shared
+    memory and registers; ``BLOCK_M`` shrinks (to 16, tl.dot's minimum) for small trees.
+    """
+    block_m = min(64 if head_dim == 256 else 128, max(16, _next_power_of_2(rows)))
+    block_n = 32 if head_dim == 256 else 64
+    return block_m, block_n, 8 if block_m == 128 or head_dim == 256 else 4, 2 if head_dim == 256 else 3
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (a host-side property query); 1 elsewhere."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_power_of_2(x: int) -> int:
+    return 1 << max(x - 1, 0).bit_length()
+
+
+def _check_inputs(
+    q: Tensor,
+    k_buffer: Tensor,
+    v_buffer: Tensor,
+    req_to_token: Tensor,
+    req_pool_indices: Tensor,
+    prefix_lens: Tensor,
+    tree_mask: Tensor,
+) -> tuple[int, int, int]:
+    """Raise ``ValueError`` on a bad dtype, shape, layout or device; return ``(bs, N, Hq // Hkv)``."""
+    for name, t in (("q", q), ("k_buffer", k_buffer), ("v_buffer", v_buffer)):
+        if t.dim() != 3 or t.dtype != torch.bfloat16 or t.stride(-1) != 1:
+            raise ValueError(
+                f"{name} must be a 3-d bfloat16 tensor with a contiguous last dim, got {t.dtype} {tuple(t.shape)}"
+            )
+    if k_buffer.shape != v_buffer.shape:
+        raise ValueError(f"k_buffer and v_buffer shapes differ: {tuple(k_buffer.shape)} vs {tuple(v_buffer.shape)}")
+    (total_q, num_q_heads, head_dim), (_, num_kv_heads, kv_dim) = q.shape, k_buffer.shape
+    if head_dim not in HEAD_DIMS or kv_dim != head_dim:
+        raise ValueError(f"head_dim must be one of {HEAD_DIMS} for q and k/v alike, got {head_dim} and {kv_dim}")
+    if num_kv_heads == 0 or num_q_heads % num_kv_heads:
+        raise ValueError(f"Hq ({num_q_heads}) must be a multiple of Hkv ({num_kv_heads})")
+    if tree_mask.dim() != 3 or tree_mask.dtype != torch.int32 or not tree_mask.is_contiguous():
+        raise ValueError(f"tree_mask must be a contiguous [bs, N, ceil(N/32)] int32, got {tree_mask.dtype} "
+                         f"{tuple(tree_mask.shape)}")  # fmt: skip
+    bs, n, words = tree_mask.shape
+    if bs < 1 or n < 1 or words != (n + 31) // 32 or total_q != bs * n:
+        raise ValueError(f"tree_mask {tuple(tree_mask.shape)} must be [bs, N, ceil(N/32)], bs, N >= 1, "
+                         f"with q's {total_q} rows = bs * N")  # fmt: skip
+    if req_to_token.dim() != 2 or req_to_token.dtype != torch.int32 or req_to_token.stride(-1) != 1:
+        raise ValueError(f"req_to_token must be a 2-d int32 with a contiguous last dim, got {req_to_token.dtype} "
+                         f"{tuple(req_to_token.shape)}")  # fmt: skip
+    for name, t in (("req_pool_indices", req_pool_indices), ("prefix_lens", prefix_lens)):
+        if t.shape != (bs,) or t.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"{name} must be [bs={bs}] int32 or int64, got {t.dtype} {tuple(t.shape)}")
+    tensors = (q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
+    if any(t.device != q.device for t in tensors):
+        raise ValueError(f"all inputs must be on one device, got {[str(t.device) for t in tensors]}")
+    return bs, n, num_q_heads // num_kv_heads

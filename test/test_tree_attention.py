@@ -1,0 +1,291 @@
+"""``tree_attention`` against its float64 reference, ``tree_attention_reference``.
+
+Without CUDA the Triton kernels run in Triton's interpreter, in a fresh process (see
+``case_results``) with the interpreter's bfloat16 arithmetic made the GPU's; with CUDA the same
+cases, and the ``gpu`` tests at serving sizes, run the compiled kernels. The tolerance is
+flash-attention's: at most twice the error of the same computation done in bfloat16 by PyTorch,
+plus 1e-6 for cases where both are exact. Outputs are NaN-filled first, and the KV pool's unused
+slots hold NaN, so unwritten rows and reads past a request's keys both show up as NaN.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jetspec_sglang.kernels import tree_attention, tree_attention_reference, tree_mask_from_parents
+from jetspec_sglang.kernels.tree_attention import MAX_SPLITS, MERGE_WARPS, _tile_config, unpack_tree_mask
+from jetspec_sglang.tree_layout import ancestor_mask
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="needs triton (pip install triton)"
+)
+
+# name: make_inputs arguments, plus num_splits / max_prefix_len (default: max(prefix_lens)).
+CASES = {
+    "one node, no prefix (o = v)": dict(n=1, prefix_lens=[0], num_kv_heads=1, group=1),
+    "GQA 4, default splits": dict(n=3, prefix_lens=[97], num_kv_heads=2, group=4),
+    "bs 3, one split": dict(n=3, prefix_lens=[0, 97, 5], num_kv_heads=1, group=4, num_splits=1),
+    "3 splits of 64 keys, some empty, 3 heads": dict(n=16, prefix_lens=[97, 0], num_kv_heads=3, group=1, num_splits=3),
+    "2 splits, GQA 4": dict(n=16, prefix_lens=[97, 1, 40], num_kv_heads=1, group=4, num_splits=2),
+    "4 splits, N 1": dict(n=1, prefix_lens=[97, 33], num_kv_heads=2, group=4, num_splits=4),
+    "N 100: 4 mask words, 2 tree tiles": dict(n=100, prefix_lens=[5, 0], num_kv_heads=1, group=2, num_splits=2),
+    "prefix past max_prefix_len": dict(n=3, prefix_lens=[150, 20], num_kv_heads=1, group=4, num_splits=2,
+                                       max_prefix_len=64),
+}  # fmt: skip
+
+
+def random_parents(gen: torch.Generator, bs: int, n: int) -> torch.Tensor:
+    """``[bs, N]`` int64 random trees, nodes in random order (a parent may follow its child), -1 at the root."""
+    topo = (torch.rand(bs, n, generator=gen) * torch.arange(n)).long()  # node i hangs under a node < i
+    topo[:, 0] = -1
+    rename = torch.argsort(torch.rand(bs, n, generator=gen), dim=1)  # node i becomes rename[b, i]
+    parents = torch.empty_like(topo)
+    return parents.scatter_(1, rename, torch.where(topo >= 0, rename.gather(1, topo.clamp_min(0)), -1))
+
+
+def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, group: int, head_dim: int) -> tuple:
+    """``tree_attention``'s tensor inputs on ``DEVICE``, in a shuffled pool whose unused slots hold NaN.
+
+    Each request's ``req_to_token`` row points at NaN slots past ``prefix_len + N`` (and spare rows
+    are all NaN slots), so a kernel that reads beyond its keys produces NaN.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bs, used = len(prefix_lens), sum(prefix_lens) + len(prefix_lens) * n
+    pool = used + 7
+    k_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).bfloat16()
+    v_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).bfloat16()
+    order = torch.randperm(pool, generator=gen)
+    k_buffer[order[used:]] = float("nan")
+    v_buffer[order[used:]] = float("nan")
+    req_to_token = torch.full((bs + 2, max(prefix_lens) + n + 5), int(order[used]), dtype=torch.int32)
+    req_pool_indices = torch.randperm(bs + 2, generator=gen)[:bs]
+    start = 0
+    for row, prefix_len in zip(req_pool_indices.tolist(), prefix_lens):
+        req_to_token[row, : prefix_len + n] = order[start : start + prefix_len + n]
+        start += prefix_len + n
+    q = torch.randn(bs * n, num_kv_heads * group, head_dim, generator=gen).bfloat16()
+    tree_mask = tree_mask_from_parents(random_parents(gen, bs, n), max_depth=n - 1)
+    tensors = (q, k_buffer, v_buffer, req_to_token, req_pool_indices, torch.tensor(prefix_lens, dtype=torch.int32),
+               tree_mask)  # fmt: skip
+    return tuple(t.to(DEVICE) for t in tensors)
+
+
+def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None) -> dict:
+    """Run the kernel into a NaN-filled buffer; its error and bf16 PyTorch's against the float64 reference."""
+    q = inputs[0]
+    sm_scale = q.shape[-1] ** -0.5
+    out = torch.full_like(q, float("nan"))
+    got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits)
+    want = tree_attention_reference(*inputs, sm_scale)
+    baseline = tree_attention_reference(*inputs, sm_scale, dtype=torch.bfloat16)
+    return {
+        "wrote_out": got is out,
+        "nan": bool(got.isnan().any()),
+        "err": (got.double() - want).abs().max().item(),
+        "baseline_err": (baseline.double() - want).abs().max().item(),
+    }
+
+
+def assert_accurate(result: dict) -> None:
+    assert result["wrote_out"], "the output is not the caller's buffer"
+    assert not result["nan"], "rows left unwritten, or a read past the request's keys"
+    err, baseline_err = result["err"], result["baseline_err"]
+    assert err <= 2 * baseline_err + 1e-6, f"error {err:.3g}, bf16 PyTorch's {baseline_err:.3g}"
+
+
+def run_cases() -> dict:
+    """``measure`` of every ``CASES`` entry on ``DEVICE``."""
+    results = {}
+    for seed, (name, case) in enumerate(CASES.items()):
+        case = dict(case)
+        num_splits, max_prefix_len = case.pop("num_splits", None), case.pop("max_prefix_len", None)
+        inputs = make_inputs(seed, **case, head_dim=64)
+        results[name] = measure(inputs, max_prefix_len or max(case["prefix_lens"]), num_splits)
+    return results
+
+
+# Triton's interpreter (3.9.0) keeps bfloat16 as raw uint16 bits: tl.dot multiplies the bits
+# (triton-lang/triton#11584, unsupported upstream), and fp32 -> bf16 casts truncate. These two
+# wrappers give it the GPU's rules: bf16 operands widened exactly to fp32, casts rounded to nearest even.
+def _widening_dot(create_dot):
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    def widen(h: TensorHandle) -> TensorHandle:
+        if h.dtype.scalar != tl.bfloat16:
+            return h
+        bits = torch.from_numpy(np.ascontiguousarray(h.data).view(np.int16))
+        return TensorHandle(bits.view(torch.bfloat16).float().numpy(), tl.float32)
+
+    return lambda self, a, b, *rest: create_dot(self, widen(a), widen(b), *rest)
+
+
+def _rounding_cast(cast_impl):
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    def cast(self, src: TensorHandle, dst_type):
+        if src.dtype.scalar != tl.float32 or dst_type.scalar != tl.bfloat16:
+            return cast_impl(self, src, dst_type)
+        rounded = torch.from_numpy(np.ascontiguousarray(src.data)).bfloat16()
+        return TensorHandle(rounded.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
+
+    return cast
+
+
+def interpreted_results() -> dict:
+    """``run_cases`` in this process, started with TRITON_INTERPRET=1, the interpreter given GPU bf16 rules."""
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    InterpreterBuilder.create_dot = _widening_dot(InterpreterBuilder.create_dot)
+    InterpreterBuilder.cast_impl = _rounding_cast(InterpreterBuilder.cast_impl)
+    return run_cases()
+
+
+@pytest.fixture(scope="module")
+def case_results() -> dict:
+    """``CASES`` measured by the compiled kernels on a GPU, else by Triton's interpreter in a fresh process.
+
+    Triton reads TRITON_INTERPRET when it is first imported, and other test modules import it early
+    (transformers -> torch._dynamo -> triton), hence the subprocess.
+    """
+    if DEVICE == "cuda":
+        return run_cases()
+    code = "import json, test_tree_attention as t; print(json.dumps(t.interpreted_results()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"the interpreted run failed:\n{proc.stderr[-6000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@needs_triton
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_reference(case_results: dict, name: str) -> None:
+    assert_accurate(case_results[name])
+
+
+# The kernels' argument types, for compiling them without a launch; unlisted arguments are i32.
+ARG_TYPES = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "part_acc": "*fp32", "part_m": "*fp32",
+             "part_l": "*fp32", "req_to_token": "*i32", "req_pool_indices": "*i64", "prefix_lens": "*i32",
+             "tree_mask": "*i32", "qk_scale": "fp32"}  # fmt: skip
+
+
+def compile_for_sm90(kernel, constexprs: dict, **options) -> None:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {name: "constexpr" if name in constexprs else ARG_TYPES.get(name, "i32") for name in kernel.arg_names}
+    triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32), options=options)
+
+
+@needs_triton
+@pytest.mark.parametrize("head_dim,rows,group,split", [(128, 1024, 4, False), (128, 64, 4, True), (256, 256, 8, True),
+                                                       (64, 3, 1, False)])  # fmt: skip
+def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool) -> None:
+    """The interpreter never runs Triton's compiler; this builds the kernels for sm_90 (no GPU needed)."""
+    from jetspec_sglang.kernels import tree_attention_triton as kernels
+
+    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows)
+    constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split)
+    compile_for_sm90(kernels.tree_attention_fwd, constexprs, num_warps=num_warps, num_stages=num_stages)
+    if split:
+        compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), num_warps=MERGE_WARPS)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 100])
+def test_tree_mask_from_parents_packs_the_ancestor_mask(n: int) -> None:
+    parents = random_parents(torch.Generator().manual_seed(n), 3, n)
+    tree_mask = tree_mask_from_parents(parents, max_depth=n - 1)
+    assert tree_mask.dtype == torch.int32 and tree_mask.shape == (3, n, (n + 31) // 32)
+    assert torch.equal(unpack_tree_mask(tree_mask), ancestor_mask(parents, n - 1))
+
+
+def test_tree_mask_sets_the_sign_bit_for_node_31() -> None:
+    chain = torch.arange(-1, 32)[None]  # node i's parent is i - 1
+    assert tree_mask_from_parents(chain, max_depth=32)[0, 31:].tolist() == [[-1, 0], [-1, 1]]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: a.update(q=a["q"].half()), "q must be a 3-d bfloat16"),
+        (lambda a: a.update(k_buffer=a["k_buffer"][..., :32], v_buffer=a["v_buffer"][..., :32]), "head_dim"),
+        (lambda a: a.update(q=a["q"][:, :3]), "multiple of Hkv"),
+        (lambda a: a.update(tree_mask=a["tree_mask"][:1]), "bs \\* N"),
+        (lambda a: a.update(prefix_lens=a["prefix_lens"].float()), "prefix_lens must be"),
+        (lambda a: a.update(req_to_token=a["req_to_token"].long()), "req_to_token must be"),
+        (lambda a: a.update(out=a["q"][:1]), "out must be"),
+        (lambda a: a.update(max_prefix_len=-1), "max_prefix_len"),
+    ],
+)
+def test_rejects_bad_inputs(change, message: str) -> None:
+    names = ("q", "k_buffer", "v_buffer", "req_to_token", "req_pool_indices", "prefix_lens", "tree_mask")
+    args = dict(zip(names, make_inputs(0, 3, [5, 6], num_kv_heads=2, group=2, head_dim=64)))
+    args.update(sm_scale=0.125, max_prefix_len=6)
+    change(args)
+    with pytest.raises(ValueError, match=message):
+        tree_attention(**args)
+
+
+@needs_triton
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "bs,n,max_prefix_len,num_kv_heads,group,head_dim",
+    [
+        (1, 256, 32768, 8, 4, 128),
+        (1, 16, 32000, 8, 4, 128),
+        (8, 64, 4096, 4, 4, 256),
+        (8, 128, 8000, 16, 1, 128),
+        (8, 256, 3000, 2, 8, 256),
+        (32, 16, 2000, 8, 4, 64),
+        (32, 256, 1000, 8, 4, 128),
+    ],
+)
+def test_matches_reference_at_serving_sizes(bs: int, n: int, max_prefix_len: int, num_kv_heads: int,
+                                            group: int, head_dim: int) -> None:  # fmt: skip
+    gen = torch.Generator().manual_seed(bs + n)
+    prefix_lens = torch.randint(0, max_prefix_len + 1, (bs,), generator=gen)
+    prefix_lens[0] = max_prefix_len
+    inputs = make_inputs(bs * n, n, prefix_lens.tolist(), num_kv_heads, group, head_dim)
+    assert_accurate(measure(inputs, max_prefix_len))
+
+
+@needs_triton
+@pytest.mark.gpu
+def test_replays_in_a_cuda_graph_without_host_syncs() -> None:
+    first = make_inputs(1, 64, [3000, 17, 5], num_kv_heads=8, group=4, head_dim=128)
+    q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, _ = first
+    new_mask = tree_mask_from_parents(random_parents(torch.Generator().manual_seed(2), 3, 64), max_depth=63)
+    # Shorter prefixes keep every key inside the slots make_inputs filled.
+    second = (torch.randn_like(q), k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens // 3,
+              new_mask.to(DEVICE))  # fmt: skip
+    static = [t.clone() for t in first]
+    out = torch.empty_like(q)
+    tree_attention(*static, 0.1, 4096, out=out)  # compiles the kernels
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tree_attention(*static, 0.1, 4096, out=out)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        tree_attention(*static, 0.1, 4096, out=out)
+    for inputs in (first, second):
+        for buf, t in zip(static, inputs):
+            buf.copy_(t)
+        graph.replay()
+        want = tree_attention_reference(*inputs, 0.1)
+        baseline = tree_attention_reference(*inputs, 0.1, dtype=torch.bfloat16)
+        assert (out.double() - want).abs().max() <= 2 * (baseline.double() - want).abs().max() + 1e-6
