@@ -79,17 +79,19 @@ def tiny_plain(tiny_models) -> list[dict]:
     return plain
 
 
-def jetspec_runs(tiny_models, overlap: bool) -> tuple[list[dict], list[dict]]:
-    """JETSPEC fp32 outputs of the same 12 prompts, then 2 of them again (radix hits)."""
+def jetspec_runs(tiny_models, overlap: bool = False, **env: str) -> tuple[list[dict], list[dict]]:
+    """JETSPEC fp32 outputs of the same 12 prompts, then 2 of them again (radix hits), under ``env``."""
     target, head = tiny_models
     prompts = tiny_prompts(12, seed=1)
-    os.environ["JETSPEC_OVERLAP"] = "1" if overlap else "0"
+    env = {"JETSPEC_OVERLAP": "1" if overlap else "0", **env}
+    os.environ.update(env)
     try:
         return tuple(run_engine(target, [prompts, prompts[:2]], greedy(64), dtype="float32",
                                 disable_overlap_schedule=not overlap, speculative_algorithm="JETSPEC",
                                 speculative_draft_model_path=head, **TREE))
     finally:
-        del os.environ["JETSPEC_OVERLAP"]
+        for key in env:
+            del os.environ[key]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,12 @@ def tiny_runs(tiny_models, tiny_plain):
 def tiny_overlap_runs(tiny_models, tiny_plain):
     """The same with overlap scheduling (experimental, ``JETSPEC_OVERLAP=1``)."""
     return (tiny_plain, *jetspec_runs(tiny_models, overlap=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_fused_verify_runs(tiny_models, tiny_plain):
+    """The same with verify inputs from our kernel instead of SGLang's (``JETSPEC_VERIFY_INPUTS=fused``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_INPUTS="fused"))
 
 
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
@@ -118,6 +126,12 @@ def test_tiny_fp32_greedy_is_token_identical_to_plain(tiny_runs) -> None:
 
 def test_tiny_fp32_overlap_is_token_identical_and_reuses_radix(tiny_overlap_runs) -> None:
     plain, spec, repeat = tiny_overlap_runs
+    assert_token_identical(plain, spec)
+    assert [r["output_ids"] for r in repeat] == [r["output_ids"] for r in spec[:2]]
+
+
+def test_tiny_fp32_fused_verify_inputs_are_token_identical(tiny_fused_verify_runs) -> None:
+    plain, spec, repeat = tiny_fused_verify_runs
     assert_token_identical(plain, spec)
     assert [r["output_ids"] for r in repeat] == [r["output_ids"] for r in spec[:2]]
 

@@ -9,7 +9,7 @@ import torch
 
 from jetspec_sglang.kernels import tree_build
 from jetspec_sglang.sglang.lineage import encode_lineage
-from jetspec_sglang.sglang.tree_builder import select_tree_builder
+from jetspec_sglang.sglang.tree_builder import select_tree_builder, select_verify_inputs
 from jetspec_sglang.tree import build_tree
 
 
@@ -51,3 +51,15 @@ def test_unknown_builder_is_rejected(monkeypatch) -> None:
     monkeypatch.setenv("JETSPEC_TREE_BUILDER", "heap")
     with pytest.raises(ValueError, match="JETSPEC_TREE_BUILDER must be one of"):
         select_tree_builder(budget=9, lineage_topk=4)
+
+
+def test_verify_inputs_default_to_sglang_and_fused_needs_the_fused_builder(monkeypatch, caplog) -> None:
+    monkeypatch.delenv("JETSPEC_VERIFY_INPUTS", raising=False)
+    assert select_verify_inputs("fused") == "sglang"
+    assert select_verify_inputs("fused", "fused") == "fused"
+    with caplog.at_level(logging.WARNING):
+        assert select_verify_inputs("torch", "fused") == "sglang"
+    assert "needs the fused tree builder" in caplog.text
+    monkeypatch.setenv("JETSPEC_VERIFY_INPUTS", "mine")
+    with pytest.raises(ValueError, match="JETSPEC_VERIFY_INPUTS must be one of"):
+        select_verify_inputs("fused")

@@ -5,7 +5,8 @@ equal to ``tree.build_tree_reference`` + ``lineage.encode_lineage``). The fused
 kernel is one launch of about 20 us; the torch builder is a few hundred small
 launches (about 4 ms eager on an H200, see benchmark/results/tree_build_h200/).
 
-``JETSPEC_TREE_BUILDER`` picks it: ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
+``JETSPEC_TREE_BUILDER`` picks it (and ``JETSPEC_VERIFY_INPUTS`` how SGLang's verify inputs are
+made from the tree, see ``verify_input``): ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
 when the worker starts (about a minute the first time, then cached); where that
 fails (no nvcc, or an install without the ``csrc/`` sources) the worker logs why
 and falls back to ``torch``, which can also be asked for directly.
@@ -29,6 +30,7 @@ TreeBuilder = Callable[[Tensor, Tensor, Tensor], tuple[DraftTree, EagleLineage]]
 """``(topk_ids [bs, D, K] int64, topk_logprobs [bs, D, K] float32, roots [bs] int64) -> (tree, lineage)``."""
 
 BUILDERS = ("fused", "torch")
+VERIFY_INPUTS = ("sglang", "fused")
 
 
 def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = None) -> tuple[str, TreeBuilder]:
@@ -56,3 +58,18 @@ def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = 
         return build_tree_fused(topk_ids, topk_logprobs, roots, budget, lineage_topk)
 
     return "fused", fused_builder
+
+
+def select_verify_inputs(tree_builder: str, choice: Optional[str] = None) -> str:
+    """How verify inputs are made: ``$JETSPEC_VERIFY_INPUTS`` or ``sglang``; ``fused`` needs the fused builder.
+
+    See ``verify_input``. ``fused`` with the torch builder (the extension did not build) falls back
+    to ``sglang`` with a warning.
+    """
+    choice = choice or os.environ.get("JETSPEC_VERIFY_INPUTS", "sglang")
+    if choice not in VERIFY_INPUTS:
+        raise ValueError(f"JETSPEC_VERIFY_INPUTS must be one of {VERIFY_INPUTS}, got {choice!r}")
+    if choice == "fused" and tree_builder != "fused":
+        logger.warning("JETSPEC: JETSPEC_VERIFY_INPUTS=fused needs the fused tree builder; using SGLang's tree kernel")
+        return "sglang"
+    return choice

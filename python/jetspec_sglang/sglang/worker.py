@@ -32,18 +32,19 @@ from sglang.srt.speculative.draft_worker_common import (
     make_draft_block_spec_info,
     make_draft_input_v2,
 )
-from sglang.srt.speculative.eagle_utils import default_tree_mask_mode
-from sglang.srt.speculative.eagle_worker_common import build_eagle_verify_input, run_eagle_verify
+from sglang.srt.speculative.eagle_worker_common import run_eagle_verify
 
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
+from ..tree import DraftTree
 from .draft_kv import DraftContextWriter
 from .hooks import assert_hooks_applied
-from .lineage import lineage_topk
+from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
 from .step_profiler import NoProfiler, StepProfiler
-from .tree_builder import select_tree_builder
+from .tree_builder import select_tree_builder, select_verify_inputs
+from .verify_input import fused_verify_input, sglang_verify_input
 from .vocab_topk import vocab_parallel_topk
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class JetSpecWorker(BaseSpecWorker):
         )
         self.lineage_topk = lineage_topk(self.tree.budget, self.tree.depth, self.tree.topk)
         self.tree_builder_name, self.build_tree = select_tree_builder(self.tree.budget, self.lineage_topk)
+        self.verify_inputs_name = select_verify_inputs(self.tree_builder_name)
+        self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
         self.profiler = StepProfiler.from_env() or NoProfiler()
 
         bundle = build_draft_tp_worker(
@@ -105,9 +108,10 @@ class JetSpecWorker(BaseSpecWorker):
         else:
             self.tp_group = None
         logger.info(
-            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s head=%s "
-            "(%d layers, taps %s, causal=%s)",
+            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s verify inputs=%s "
+            "head=%s (%d layers, taps %s, causal=%s)",
             self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk, self.tree_builder_name,
+            self.verify_inputs_name,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
 
@@ -157,9 +161,9 @@ class JetSpecWorker(BaseSpecWorker):
         self.profiler.mark()
         topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
         self.profiler.mark()
-        _, lineage = self.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
+        tree, lineage = self.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
         self.profiler.mark()
-        result = self.verify(batch, draft_input, lineage, grammar_barrier)
+        result = self.verify(batch, draft_input, tree, lineage, grammar_barrier)
         self.profiler.mark()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
@@ -237,23 +241,11 @@ class JetSpecWorker(BaseSpecWorker):
         shape = (bs, self.tree.depth, self.tree.topk)
         return ids.view(shape), logprobs.view(shape), slots, positions
 
-    def verify(self, batch: Any, draft_input: Any, lineage: Any, grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
+    def verify(self, batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage,
+               grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
         """Score the tree with the target and accept a path (SGLang's EAGLE verify)."""
-        verify_input = build_eagle_verify_input(
-            batch,
-            draft_input,
-            lineage.parent_list,
-            lineage.top_scores_index,
-            lineage.draft_tokens,
-            None,
-            target_worker=self.target_worker,
-            topk=lineage.topk,
-            num_steps=lineage.depth,
-            num_draft_tokens=self.tree.budget,
-            tree_mask_mode=default_tree_mask_mode(),
-            device=self.device,
-        )
-        batch.spec_info = verify_input
+        batch.spec_info = self.make_verify_input(batch, draft_input, tree, lineage, target_worker=self.target_worker,
+                                                 budget=self.tree.budget, device=self.device)
         return run_eagle_verify(
             batch,
             target_worker=self.target_worker,
