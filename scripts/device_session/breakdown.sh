@@ -14,8 +14,9 @@ torch.manual_seed(0)
 DraftHead(cfg).save_pretrained("/tmp/heads/random-4layer", dtype=torch.bfloat16)
 PY
 mkdir -p /tmp/res
-CUDA_VISIBLE_DEVICES=0 timeout 90 python3 -m pytest -q -rA test/test_tree_kernel.py 2>&1 | tee /tmp/res/tree_kernel_tests.log | tail -3
-CUDA_VISIBLE_DEVICES=0 timeout 450 python3 benchmark/step_breakdown.py --model $SMOL --head /tmp/heads/random-4layer \
-  --vocab 49152 --configs plain jetspec:16 jetspec:64 jetspec:128 jetspec-overlap:128 --batch-sizes 1 4 16 32 --new-tokens 128 \
+JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -s -rA -k smollm2 test/test_sglang_gpu.py \
+  2>&1 | tee /tmp/res/smollm2_tests.log | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -6
+CUDA_VISIBLE_DEVICES=0 timeout 330 python3 benchmark/step_breakdown.py --model $SMOL --head /tmp/heads/random-4layer \
+  --vocab 49152 --configs plain jetspec:64 jetspec:128 jetspec-overlap:128 --batch-sizes 1 4 16 32 --new-tokens 128 \
   --out /tmp/res/step_breakdown 2>&1 | grep -v "^\s*$" | tail -26
 tar -czf $OUT/breakdown.tgz -C /tmp/res .

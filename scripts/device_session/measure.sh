@@ -12,10 +12,11 @@ echo "waited $(( $(date +%s) - t0 )) s for the head"; [ -f $HEAD/model.safetenso
 tr '\r' '\n' < /tmp/pipeline.log | grep -v "^\s*$" | grep -v "INFO\|Prefill\|Decode\|train: \|generate-data: " | tail -8
 mkdir -p /tmp/res
 export CUDA_VISIBLE_DEVICES=0
-timeout 420 python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k --num-prompts 16 \
-  --max-new-tokens 256 --configs plain ngram dflash jetspec:64 jetspec:128 --out /tmp/res/side_by_side \
+timeout 360 python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k --num-prompts 16 \
+  --max-new-tokens 256 --configs plain dflash jetspec:64 jetspec:128 --out /tmp/res/side_by_side \
   2>&1 | grep -v "^\s*$" | tail -9
 timeout 60 python3 benchmark/kernels/tree_build_bench.py --caps none --iters 200 --out /tmp/res/tree_build 2>&1 | tail -3
+timeout 60 python3 benchmark/kernels/tree_attention_bench.py --contexts 4096 --out /tmp/res/tree_attention 2>&1 | tail -3
 split -b 15000000 -d $HEAD/model.safetensors $OUT/head.safetensors.part
 tar -czf $OUT/head_meta.tgz -C $HEAD config.json logs
 tar -czf $OUT/results.tgz -C /tmp/res . && cp /tmp/pipeline.log $OUT/pipeline_measure.log

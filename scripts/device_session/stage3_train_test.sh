@@ -14,8 +14,10 @@ if [ "$NGPU" -eq 1 ]; then  # wait until generate-data holds its memory: SGLang 
   for i in $(seq 90); do [ "$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits)" -gt 40000 ] && break; sleep 2; done
   export JETSPEC_TEST_MEM_FRACTION=0.55
 fi
-export JETSPEC_SMOLLM2=$SMOL   # the SmolLM2 tests (random head; JETSPEC_HEAD would name a trained one)
-CUDA_VISIBLE_DEVICES=0 timeout 470 python3 -m pytest -q -s -rA test/test_sglang_gpu.py \
+# The fp32 lossless tests (plain, JETSPEC, overlap, fused verify inputs; the first JETSPEC engine JIT-builds
+# the fused kernels), then the kernels' own GPU tests. The SmolLM2 tests run in breakdown.sh.
+CUDA_VISIBLE_DEVICES=0 timeout 470 python3 -m pytest -q -s -rA -k tiny test/test_sglang_gpu.py \
+  test/test_tree_kernel.py test/test_verify_inputs.py test/test_tree_attention.py \
   2>&1 | tee $OUT/gpu_tests.log | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -30
 tr '\r' '\n' < /tmp/pipeline.log | grep -v "^\s*$" | grep -v "INFO\|Prefill\|Decode" | tail -3
 cp /tmp/pipeline.log $OUT/pipeline_stage3.log
