@@ -36,9 +36,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from jetspec_sglang.datasets import load_eval_prompts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result = json.loads(Path(args.result).read_text())
     meta = result["meta"]

@@ -84,7 +84,7 @@ def main() -> None:
         r["speedup"] = round(r["tok_per_s"] / plain["tok_per_s"], 3) if plain else None
         r["identical_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"])) if plain else None
     meta = {
-        **run_metadata("benchmark/side_by_side.py", args),
+        **run_metadata(),
         "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens, "batch_size": 1, "server_args": BASE_ARGS,
     }

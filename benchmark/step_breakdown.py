@@ -127,7 +127,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        **run_metadata("benchmark/step_breakdown.py", args),
+        **run_metadata(),
         "model": args.model, "head": args.head, "load_format": args.load_format,
         "new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
         "profiler": f"JETSPEC_PROFILE_STEPS={PROFILE_EVERY} (CUDA events; one host sync per {PROFILE_EVERY} steps)",

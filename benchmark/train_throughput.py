@@ -23,12 +23,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from jetspec_sglang.train.config import TrainConfig
 from jetspec_sglang.train.loss import DistillConfig
-from jetspec_sglang.train.token_data import FORMAT, MANIFEST_NAME, TokenDataset, collate, shard_name, write_json_atomic
-from jetspec_sglang.train.token_data import write_shard
-from jetspec_sglang.train.trainer import HeadForTraining, build_head, load_target, micro_step, train
+from jetspec_sglang.train.token_data import (
+    FORMAT,
+    MANIFEST_NAME,
+    TokenDataset,
+    collate,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
+from jetspec_sglang.train.trainer import (
+    HeadForTraining,
+    build_head,
+    load_target,
+    micro_step,
+    train,
+)
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,

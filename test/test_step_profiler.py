@@ -1,8 +1,11 @@
-"""The opt-in step profiler: phase means and the inter-step gap from (fake) CUDA events."""
+"""The opt-in step profiler: phase means and the inter-step gap from (fake) CUDA events,
+in the log format ``benchmark/step_breakdown.py`` reads back."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -58,3 +61,20 @@ def test_from_env(monkeypatch) -> None:
     monkeypatch.setenv("JETSPEC_PROFILE_STEPS", "0")
     with pytest.raises(ValueError, match=">= 1"):
         StepProfiler.from_env()
+
+
+def test_step_breakdown_parses_what_the_profiler_logs() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmark" / "step_breakdown.py"
+    spec = importlib.util.spec_from_file_location("step_breakdown", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+
+    FakeEvent.clock = itertools.count()  # every phase and gap lasts 1 ms
+    lines: list[str] = []
+    profiler = StepProfiler(every=1, make_event=FakeEvent, log=lambda m: lines.append(f"[2026-11-28 12:00:00] {m}"))
+    for _ in range(3):
+        for _ in range(5):
+            profiler.mark()
+        profiler.end_step(2)
+    means = benchmark.phase_means("noise\n" + "\n".join(lines) + "\nDecode batch ...")
+    assert means == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}

@@ -25,20 +25,19 @@ HBM fraction is against a device-to-device copy measured here.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
-import shlex
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-
-from jetspec_sglang.kernels import tree_attention, tree_attention_reference, tree_mask_from_parents
+from jetspec_sglang.kernels import (
+    tree_attention,
+    tree_attention_reference,
+    tree_mask_from_parents,
+)
+from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.tree import build_tree
 from jetspec_sglang.tree_layout import ancestor_mask, verify_mask
 
@@ -177,16 +176,6 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
     return row
 
 
-def versions() -> dict:
-    found = {"torch": torch.__version__, "cuda": torch.version.cuda}
-    for package in ("triton", "flashinfer-python"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
 # (header, row key, format): a missing key (a path not timed) prints "-"
 COLUMNS = (
     ("bs", "bs", "{}"), ("N", "N", "{}"), ("context", "context", "{}"), ("ours us", "ours_us", "{}"),
@@ -208,11 +197,6 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     about = [f"- {k}: {v}" for k, v in meta.items()]
     title = f"# Tree attention for verify: ours vs FlashInfer ({meta['gpu']}, {meta['date']})"
     return "\n".join([title, "", *about, "", *lines, *(["", "Errors:", *errors] if errors else [])]) + "\n"
-
-
-def git(*cmd: str) -> str:
-    repo = Path(__file__).resolve().parents[2]
-    return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def flashinfer_status() -> str:
@@ -242,11 +226,7 @@ def main() -> None:
     fi_note = flashinfer_status()
     hbm = hbm_gbps()
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "gpu": torch.cuda.get_device_name(),
-        "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain") else ""),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        **versions(),
+        **run_metadata(("triton", "flashinfer-python")),
         "shape": f"Hq={args.q_heads}, Hkv={args.kv_heads}, head_dim={args.head_dim}, bf16, page_size 1",
         "flashinfer": fi_note,
         "measured HBM GB/s (D2D copy, read + write)": round(hbm, 1),

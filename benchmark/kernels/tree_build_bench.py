@@ -24,17 +24,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import importlib.metadata
 import json
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-
 from jetspec_sglang.kernels import (
     build_tree_fused,
     build_verify_inputs_fused,
@@ -42,6 +36,7 @@ from jetspec_sglang.kernels import (
     empty_verify_inputs,
     verify_mask_numel,
 )
+from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.sglang.lineage import EagleLineage, encode_lineage, lineage_topk
 from jetspec_sglang.tree import FanoutCap, build_tree
 from jetspec_sglang.tree_layout import TreeMaskMode, eagle_verify_inputs
@@ -168,16 +163,6 @@ def run_config(bs: int, budget: int, args: argparse.Namespace, cap: Optional[Fan
     return row
 
 
-def versions() -> dict:
-    found = {}
-    for package in ("sglang", "sgl-kernel"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
 def markdown(meta: dict, rows: list[dict]) -> str:
     sgl = "sgl_eager_us" in rows[0]
     head = ["bs", "N", "cap", "fused eager us", "fused graph us", "torch eager us", "torch graph us",
@@ -216,16 +201,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sgl_note = probe_sgl(args.seq_len)
-    repo = Path(__file__).resolve().parents[2]
-    git = lambda *cmd: subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True).stdout.strip()  # noqa: E731
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "gpu": torch.cuda.get_device_name(),
-        "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain") else ""),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        **versions(),
+        **run_metadata(("sglang", "sgl-kernel")),
         "sgl path": sgl_note,
         "timing": f"CUDA events, mean of {args.iters} calls after {args.warmup} warm-up calls",
         "bytes": "logical: inputs read once + outputs written once",

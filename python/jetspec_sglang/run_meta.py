@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
+import importlib.metadata
+import shlex
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 _REPO = Path(__file__).resolve().parents[2]
+STACK = ("sglang", "sgl-kernel", "flashinfer-python", "triton", "transformers")
 
 
 def git_commit() -> str:
-    """Short HEAD of this checkout, ``+dirty`` when the working tree differs from it ("unknown" outside git)."""
+    """Short HEAD of this checkout, ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
 
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=_REPO, capture_output=True, text=True, check=False).stdout.strip()
@@ -21,18 +24,27 @@ def git_commit() -> str:
     return head + ("+dirty" if head and git("status", "--porcelain", "--untracked-files=no") else "") or "unknown"
 
 
-def run_metadata(script: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Date (UTC), GPU, commit, sglang/torch versions and the command line that reproduces ``args``."""
-    import sglang
+def package_versions(*names: str) -> dict[str, Optional[str]]:
+    """Installed version of each distribution, None where it is not installed."""
+    found: dict[str, Optional[str]] = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def run_metadata(packages: tuple[str, ...] = STACK) -> dict[str, Any]:
+    """Date (UTC), GPU, commit, torch/CUDA and ``packages`` versions, and this process's exact command line."""
     import torch
 
-    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                     for k, v in vars(args).items() if v is not None)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gpu": torch.cuda.get_device_name(0),
         "commit": git_commit(),
-        "sglang": sglang.__version__,
+        "command": shlex.join(["python", *sys.argv]),
         "torch": torch.__version__,
-        "command": f"python {script} {flags}",
+        "cuda": torch.version.cuda,
+        **package_versions(*packages),
     }

@@ -19,6 +19,7 @@ from sglang.srt.speculative.eagle_info import EagleVerifyInput
 from sglang.srt.speculative.eagle_utils import TreeMaskMode, default_tree_mask_mode
 from sglang.srt.speculative.eagle_worker_common import build_eagle_verify_input
 
+from ..kernels.verify_inputs import build_verify_inputs_fused, verify_mask_numel
 from ..tree import DraftTree
 from ..tree_layout import VerifyInputs
 from .lineage import EagleLineage
@@ -37,8 +38,6 @@ def sglang_verify_input(batch: Any, draft_input: Any, tree: DraftTree, lineage: 
 def fused_verify_input(batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage, *,
                        target_worker: Any, budget: int, device: Any) -> EagleVerifyInput:
     """Our kernel's path; falls back to SGLang's for mask layouts it does not write (bit-packed)."""
-    from ..kernels.verify_inputs import build_verify_inputs_fused, verify_mask_numel
-
     bs = tree.tokens.shape[0]
     backend = target_worker.model_runner.attn_backend
     static = backend.verify_mask
