@@ -120,9 +120,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000, help="random prompt ids are drawn below this")
     parser.add_argument("--attention-backend", default="triton")
     parser.add_argument("--mem-fraction", type=float, default=0.5)
+    parser.add_argument("--port", type=int, default=30300, help="first server port (one per configuration)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
-
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def main() -> None:
     rows: list[dict] = []
     for i, name in enumerate(args.configs):
         try:
-            rows += run_config(name, args, 30300 + i)
+            rows += run_config(name, args, args.port + i)
         except (RuntimeError, TimeoutError) as err:
             rows.append({"config": name, "bs": 0, "error": str(err), "step_ms": 0, "tau": 0, "phases_ms": {}})
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

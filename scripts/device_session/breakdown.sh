@@ -1,7 +1,15 @@
-# carry: nothing. Step cost per phase, JETSPEC vs plain, on GPU 0. It needs no trained head (per-step cost
-# does not depend on head quality), so on a 2-GPU machine it runs while the recipe trains on GPU 1.
+# carry: nothing. Step cost per phase, JETSPEC vs plain (and NGRAM), on two models:
+#   - SmolLM2-135M (real weights, a random head in the recipe's shape) on GPU $SMOL_GPU, after its
+#     lossless GPU tests;
+#   - a Qwen3-8B-shaped target with a 5-layer head, both --load-format dummy, on GPU $QWEN_GPU.
+# Per-step cost does not depend on head quality, so no trained head is needed. On a 4-GPU machine
+# stage3_train_test.sh starts this in the background (SMOL_GPU=1 QWEN_GPU=2, beside the tests on GPU 0
+# and the recipe on GPU 3); alone it runs both parts on GPU 0, one after the other (~12 min).
+# Results go to /tmp/res (measure.sh or collect.sh send them back); /tmp/res/breakdown.done marks the end.
 [ -d /tmp/wheels ] || { echo "cold machine: stage again"; exit 9; }
 source scripts/device_session/common.sh
+SMOL_GPU=${SMOL_GPU:-0} QWEN_GPU=${QWEN_GPU:-0}
+mkdir -p /tmp/res && rm -f /tmp/res/breakdown.done
 python3 - <<'PY'
 import json, torch
 from transformers import AutoConfig
@@ -13,10 +21,23 @@ cfg = DraftHeadConfig.for_target(AutoConfig.from_pretrained("/tmp/models/smollm2
 torch.manual_seed(0)
 DraftHead(cfg).save_pretrained("/tmp/heads/random-4layer", dtype=torch.bfloat16)
 PY
-mkdir -p /tmp/res
-JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -s -rA -k smollm2 test/test_sglang_gpu.py \
-  2>&1 | tee /tmp/res/smollm2_tests.log | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -6
-CUDA_VISIBLE_DEVICES=0 timeout 330 python3 benchmark/step_breakdown.py --model $SMOL --head /tmp/heads/random-4layer \
-  --vocab 49152 --configs plain jetspec:64 jetspec:128 jetspec-overlap:128 --batch-sizes 1 4 16 32 --new-tokens 128 \
-  --out /tmp/res/step_breakdown 2>&1 | grep -v "^\s*$" | tail -26
-tar -czf $OUT/breakdown.tgz -C /tmp/res .
+python3 benchmark/dummy_shapes.py qwen3-8b /tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy
+
+smollm2() {
+  JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 300 python3 -m pytest -q -s -rA -k smollm2 \
+    test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1
+  CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 480 python3 benchmark/step_breakdown.py --model $SMOL \
+    --head /tmp/heads/random-4layer --vocab 49152 --batch-sizes 1 4 16 32 --new-tokens 128 \
+    --configs plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-overlap:128 \
+    --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
+}
+qwen3_8b_dummy() {
+  CUDA_VISIBLE_DEVICES=$QWEN_GPU timeout 720 python3 benchmark/step_breakdown.py --model /tmp/models/qwen3-8b-dummy \
+    --head /tmp/heads/qwen3-8b-dummy --load-format dummy --vocab 151000 --batch-sizes 1 4 16 32 --new-tokens 128 \
+    --configs plain ngram jetspec:16 jetspec:32 jetspec:64 jetspec:128 --mem-fraction 0.6 --port 31300 \
+    --out /tmp/res/step_breakdown_qwen3_8b_dummy > /tmp/res/step_breakdown_qwen3_8b_dummy.out 2>&1
+}
+if [ "$QWEN_GPU" != "$SMOL_GPU" ]; then qwen3_8b_dummy & smollm2; wait; else smollm2; qwen3_8b_dummy; fi
+touch /tmp/res/breakdown.done
+grep -E "PASSED|FAILED|ERROR|passed|failed" /tmp/res/smollm2_tests.log | tail -6
+for f in /tmp/res/step_breakdown_*.md; do grep "^|" "$f"; done

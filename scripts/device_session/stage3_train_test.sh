@@ -1,4 +1,5 @@
 # carry: .devwork/m3 .devwork/data
+# Starts the recipe (last GPU) and, on 4 GPUs, breakdown.sh (GPUs 1, 2) in the background; tests on GPU 0.
 source scripts/device_session/common.sh
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .devwork/data/*.whl 2>&1 | grep -v "root\|Target" ; true
 mkdir -p /tmp/prompts && cp .devwork/data/*.jsonl.gz /tmp/prompts/
@@ -10,13 +11,17 @@ SHARE=$([ "$NGPU" -gt 1 ] && echo 0.8 || echo 0.35)   # generate-data's KV share
     bash benchmark/recipes/reference_head.sh benchmark/recipes/smollm2-135m.json \
     --prompts-file /tmp/prompts/sharegpt-train-prompts.jsonl.gz --mem-fraction-static $SHARE \
     > /tmp/pipeline.log 2>&1 < /dev/null & )
+if [ "$NGPU" -ge 4 ]; then  # the step breakdown (SmolLM2 on GPU 1, Qwen3-8B-shaped on GPU 2) in the background too
+  ( cd /tmp/repo && SMOL_GPU=1 QWEN_GPU=2 setsid nohup bash scripts/device_session/breakdown.sh \
+      > /tmp/breakdown.log 2>&1 < /dev/null & )
+fi
 if [ "$NGPU" -eq 1 ]; then  # wait until generate-data holds its memory: SGLang counts it against ours
   for i in $(seq 90); do [ "$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits)" -gt 40000 ] && break; sleep 2; done
   export JETSPEC_TEST_MEM_FRACTION=0.55
 fi
 # The fp32 lossless tests (plain, JETSPEC, overlap, fused verify inputs; the first JETSPEC engine JIT-builds
 # the fused kernels), then the kernels' own GPU tests. The SmolLM2 tests run in breakdown.sh.
-CUDA_VISIBLE_DEVICES=0 timeout 470 python3 -m pytest -q -s -rA -k tiny test/test_sglang_gpu.py \
+CUDA_VISIBLE_DEVICES=0 timeout 470 python3 -m pytest -q -s -rA -k "not smollm2" test/test_sglang_gpu.py \
   test/test_tree_kernel.py test/test_verify_inputs.py test/test_tree_attention.py \
   2>&1 | tee $OUT/gpu_tests.log | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -30
 tr '\r' '\n' < /tmp/pipeline.log | grep -v "^\s*$" | grep -v "INFO\|Prefill\|Decode" | tail -3
