@@ -8,9 +8,13 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
   prefill per request included for every configuration alike;
 - step / plain: that over plain SGLang's step at the same bs (the issue-5 metric);
 - tau: tokens per step;
-- for JETSPEC, the GPU-timeline mean of each phase (draft, tree, verify, commit) and the gap
+- for JETSPEC, the GPU-timeline time of each phase (draft, tree, verify, commit) and the gap
   between steps (host work the GPU waited for), from the worker's opt-in CUDA-event profiler
-  (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``).
+  (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``): the median over
+  the profiler's steady-state windows at that bs.
+
+``--reparse OUT`` rebuilds the tables of an earlier run from its JSON and server logs (for
+instance after a change to how the logs are read) without starting a server.
 
 Works on real weights or on ``--load-format dummy`` (a config-only model folder, e.g. a
 Qwen3-8B-shaped one). Example:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -35,13 +40,26 @@ from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
 
 PROFILE_EVERY = 16
 _PHASE_RE = re.compile(r"(\w+) ([0-9.]+) ms")
+_SIZES_RE = re.compile(r"\(bs \[([0-9, ]+)\]\)")
 
 
-def phase_means(log_text: str) -> dict[str, float]:
-    """Mean of each ``name X ms`` field over the profiler lines of ``log_text`` (empty if none)."""
-    rows = [{k: float(v) for k, v in _PHASE_RE.findall(line.split(LOG_PREFIX, 1)[1])}
-            for line in log_text.splitlines() if LOG_PREFIX in line]
-    return {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]} if rows else {}
+def phase_medians(log_text: str, batch_size: int) -> dict[str, float]:
+    """Median of each ``name X ms`` field over the profiler windows of ``log_text`` that ran at
+    ``batch_size`` only (empty if none).
+
+    Steady state only: a window in which the batch grew or shrank, or that spans the idle time
+    before a run (its first gap), is an outlier; the median ignores the latter and the batch-size
+    filter the former.
+    """
+    rows = []
+    for line in log_text.splitlines():
+        if LOG_PREFIX not in line:
+            continue
+        fields = line.split(LOG_PREFIX, 1)[1]
+        sizes = _SIZES_RE.search(fields)
+        if sizes and [int(b) for b in sizes.group(1).split(",")] == [batch_size]:
+            rows.append({k: float(v) for k, v in _PHASE_RE.findall(fields)})
+    return {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]} if rows else {}
 
 
 def decode_batch(server: SGLangServer, prompts: list[list[int]], new_tokens: int) -> tuple[float, int, int]:
@@ -86,7 +104,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
             time.sleep(0.5)  # let the server flush its log
             with open(log, encoding="utf-8", errors="replace") as f:
                 f.seek(offset)
-                phases = phase_means(f.read())
+                phases = phase_medians(f.read(), bs)
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
                          "phases_ms": phases})
@@ -107,9 +125,26 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_tables(out: Path, meta: dict, rows: list[dict]) -> None:
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(markdown(meta, [r for r in rows if "error" not in r]))
+
+
+def reparse(out: Path) -> None:
+    """Recompute the phase columns of a finished run from each configuration's whole server log."""
+    run = json.loads(out.with_suffix(".json").read_text())
+    for row in run["rows"]:
+        if "error" not in row:
+            log = out.with_name(f"{out.name}-{row['config'].replace(':', '-')}.log")
+            row["phases_ms"] = phase_medians(log.read_text(encoding="utf-8", errors="replace"), row["bs"])
+    run["meta"]["reparsed"] = "phase columns recomputed from the server logs by step_breakdown.py --reparse"
+    write_tables(out, run["meta"], run["rows"])
+    print(markdown(run["meta"], [r for r in run["rows"] if "error" not in r]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="target model folder (required unless --reparse)")
     parser.add_argument("--head", default="", help="draft head (needed by dflash and jetspec configurations)")
     parser.add_argument("--load-format", default=None, help="e.g. dummy, for a config-only model folder")
     parser.add_argument("--configs", nargs="+", default=["plain", "jetspec:16", "jetspec:32", "jetspec:64",
@@ -122,9 +157,14 @@ def main() -> None:
     parser.add_argument("--mem-fraction", type=float, default=0.5)
     parser.add_argument("--port", type=int, default=30300, help="first server port (one per configuration)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
+    parser.add_argument("--reparse", action="store_true", help="rebuild OUT's tables from its JSON and server logs")
     args = parser.parse_args()
 
     out = Path(args.out)
+    if args.reparse:
+        return reparse(out)
+    if not args.model:
+        parser.error("--model is required")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **run_metadata(),
@@ -138,8 +178,7 @@ def main() -> None:
             rows += run_config(name, args, args.port + i)
         except (RuntimeError, TimeoutError) as err:
             rows.append({"config": name, "bs": 0, "error": str(err), "step_ms": 0, "tau": 0, "phases_ms": {}})
-        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        out.with_suffix(".md").write_text(markdown(meta, [r for r in rows if "error" not in r]))
+        write_tables(out, meta, rows)
     print(markdown(meta, [r for r in rows if "error" not in r]))
 
 

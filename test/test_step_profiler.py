@@ -4,6 +4,7 @@ in the log format ``benchmark/step_breakdown.py`` reads back."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import itertools
 from pathlib import Path
 from typing import Iterator
@@ -63,18 +64,52 @@ def test_from_env(monkeypatch) -> None:
         StepProfiler.from_env()
 
 
-def test_step_breakdown_parses_what_the_profiler_logs() -> None:
+def load_step_breakdown():
     path = Path(__file__).resolve().parents[1] / "benchmark" / "step_breakdown.py"
     spec = importlib.util.spec_from_file_location("step_breakdown", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    return benchmark
 
-    FakeEvent.clock = itertools.count()  # every phase and gap lasts 1 ms
+
+def profiled_lines(batch_sizes: list[int]) -> list[str]:
+    """Profiler log lines, one window per step, every phase and gap lasting 1 ms."""
+    FakeEvent.clock = itertools.count()
     lines: list[str] = []
     profiler = StepProfiler(every=1, make_event=FakeEvent, log=lambda m: lines.append(f"[2026-11-28 12:00:00] {m}"))
-    for _ in range(3):
+    for bs in batch_sizes:
         for _ in range(5):
             profiler.mark()
-        profiler.end_step(2)
-    means = benchmark.phase_means("noise\n" + "\n".join(lines) + "\nDecode batch ...")
-    assert means == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}
+        profiler.end_step(bs)
+    return lines
+
+
+def test_step_breakdown_parses_what_the_profiler_logs() -> None:
+    lines = profiled_lines([2, 2, 2])
+    medians = load_step_breakdown().phase_medians("noise\n" + "\n".join(lines) + "\nDecode batch ...", 2)
+    assert medians == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}
+
+
+def test_step_breakdown_keeps_only_steady_windows_of_its_batch_size() -> None:
+    """Windows where the batch changed, and idle time before a run (one long gap), must not move the result."""
+    steady = profiled_lines([4, 4, 4, 4])
+    mixed = f"[t] {LOG_PREFIX} over 16 steps (bs [1, 4]): draft 1.0 ms, gap 90.0 ms, step 91.0 ms"
+    idle = f"[t] {LOG_PREFIX} over 16 steps (bs [4]): draft 1.0 ms, tree 1.0 ms, verify 1.0 ms, commit 1.0 ms, gap 120.0 ms, step 124.0 ms"
+    other = f"[t] {LOG_PREFIX} over 16 steps (bs [1]): draft 9.0 ms, tree 9.0 ms, verify 9.0 ms, commit 9.0 ms, gap 9.0 ms, step 45.0 ms"
+    medians = load_step_breakdown().phase_medians("\n".join([other, mixed, idle, *steady]), 4)
+    assert medians == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}
+    assert load_step_breakdown().phase_medians("\n".join(steady), 8) == {}
+
+
+def test_reparse_rebuilds_the_phase_columns_from_the_server_logs(tmp_path) -> None:
+    benchmark = load_step_breakdown()
+    out = tmp_path / "run"
+    rows = [{"config": "plain", "bs": 2, "step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
+            {"config": "jetspec:64", "bs": 2, "step_ms": 5.0, "tau": 1.0, "phases_ms": {"gap": 99.0}}]
+    out.with_suffix(".json").write_text(json.dumps({"meta": {"model": "m"}, "rows": rows}))
+    (tmp_path / "run-plain.log").write_text("no profiler lines\n")
+    (tmp_path / "run-jetspec-64.log").write_text("\n".join(profiled_lines([2, 2, 2])))
+    benchmark.reparse(out)
+    run = json.loads(out.with_suffix(".json").read_text())
+    assert run["rows"][1]["phases_ms"]["gap"] == 1.0 and run["rows"][0]["phases_ms"] == {}
+    assert "reparsed" in run["meta"] and "| jetspec:64 | 2 | 5.0 | 5.00 |" in out.with_suffix(".md").read_text()

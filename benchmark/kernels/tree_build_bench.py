@@ -202,7 +202,7 @@ def main() -> None:
 
     sgl_note = probe_sgl(args.seq_len)
     meta = {
-        **run_metadata(("sglang", "sgl-kernel")),
+        **run_metadata(("sglang", "sglang-kernel")),
         "sgl path": sgl_note,
         "timing": f"CUDA events, mean of {args.iters} calls after {args.warmup} warm-up calls",
         "bytes": "logical: inputs read once + outputs written once",

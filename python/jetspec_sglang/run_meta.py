@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import shlex
 import subprocess
 import sys
@@ -11,11 +12,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 _REPO = Path(__file__).resolve().parents[2]
-STACK = ("sglang", "sgl-kernel", "flashinfer-python", "triton", "transformers")
+STACK = ("sglang", "sglang-kernel", "flashinfer-python", "triton", "transformers")
 
 
 def git_commit() -> str:
-    """Short HEAD of this checkout, ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
+    """Short HEAD of this checkout, ``+dirty`` when tracked files differ from it ("unknown" outside git).
+
+    ``JETSPEC_COMMIT`` overrides it: a copied working tree (a remote GPU machine) may carry a stale
+    ``.git``, so the caller, who knows the commit it sent, names it.
+    """
+    if os.environ.get("JETSPEC_COMMIT"):
+        return os.environ["JETSPEC_COMMIT"]
 
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=_REPO, capture_output=True, text=True, check=False).stdout.strip()
@@ -41,7 +48,7 @@ def run_metadata(packages: tuple[str, ...] = STACK) -> dict[str, Any]:
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)",
         "commit": git_commit(),
         "command": shlex.join(["python", *sys.argv]),
         "torch": torch.__version__,
