@@ -13,6 +13,10 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
   (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``): the median over
   the profiler's steady-state windows at that bs.
 
+``--trace W:K`` also traces ``K`` JETSPEC decode steps on the host after ``W``
+(``jetspec_sglang/sglang/step_tracer.py``): per phase, host time and kernel launches, copies
+and syncs per step, and a Chrome trace next to the server log.
+
 ``--reparse OUT`` rebuilds the tables of an earlier run from its JSON and server logs (for
 instance after a change to how the logs are read) without starting a server.
 
@@ -37,6 +41,7 @@ from pathlib import Path
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
+from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
 
 PROFILE_EVERY = 16
 _PHASE_RE = re.compile(r"(\w+) ([0-9.]+) ms")
@@ -93,9 +98,11 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
     if args.load_format:
         flags += ["--load-format", args.load_format]
     log = Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log")
+    env = {"JETSPEC_PROFILE_STEPS": str(PROFILE_EVERY), **algorithm_env(name)}
+    if args.trace:
+        env.update(JETSPEC_TRACE_STEPS=args.trace, JETSPEC_TRACE_DIR=str(log.with_suffix(".traces")))
     rows = []
-    with SGLangServer(args.model, port, flags + algorithm_args(name, args.head), log_path=str(log),
-                      env={"JETSPEC_PROFILE_STEPS": str(PROFILE_EVERY), **algorithm_env(name)}) as server:
+    with SGLangServer(args.model, port, flags + algorithm_args(name, args.head), log_path=str(log), env=env) as server:
         decode_batch(server, [[rng.randrange(args.vocab) for _ in range(args.prompt_len)]], 32)  # warm-up
         for bs in args.batch_sizes:
             prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_len)] for _ in range(bs)]
@@ -104,10 +111,13 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
             time.sleep(0.5)  # let the server flush its log
             with open(log, encoding="utf-8", errors="replace") as f:
                 f.seek(offset)
-                phases = phase_medians(f.read(), bs)
+                text = f.read()
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
-                         "phases_ms": phases})
+                         "phases_ms": phase_medians(text, bs)})
+            traces = [line.split(TRACE_PREFIX, 1)[1] for line in text.splitlines() if f"{TRACE_PREFIX} per step" in line]
+            if traces:
+                rows[-1]["host_trace"] = traces[-1].strip()
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -122,6 +132,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         ratio = f"{r['step_ms'] / plain[r['bs']]:.2f}" if r["bs"] in plain else "-"
         cells = [str(r["phases_ms"].get(c, "-")) for c in cols]
         lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {r['tau']} | " + " | ".join(cells) + " |")
+    traced = [r for r in rows if r.get("host_trace")]
+    if traced:
+        lines += ["", "Host trace (`JETSPEC_TRACE_STEPS`; host time and CUDA calls per step, per phase):", ""]
+        lines += [f"- {r['config']}, bs {r['bs']}: {r['host_trace']}" for r in traced]
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +172,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=30300, help="first server port (one per configuration)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     parser.add_argument("--reparse", action="store_true", help="rebuild OUT's tables from its JSON and server logs")
+    parser.add_argument("--trace", default="", metavar="W:K",
+                        help="also trace K decode steps on the host after W (JETSPEC_TRACE_STEPS), e.g. 40:16")
     args = parser.parse_args()
 
     out = Path(args.out)

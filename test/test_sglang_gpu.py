@@ -149,6 +149,28 @@ def test_tiny_radix_reuse_keeps_outputs(tiny_runs) -> None:
         assert again["output_ids"] == first["output_ids"]
 
 
+def test_tiny_overlap_steps_never_sync_the_host(tiny_models, tmp_path) -> None:
+    """Issue 5: under overlap scheduling a steady-state JETSPEC decode step makes no host sync
+    (PyTorch's sync debug mode, counted by ``JETSPEC_SYNC_CHECK`` after 8 warm-up steps)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jetspec_sglang.sglang.sync_check import LOG_PREFIX
+
+    target, head = tiny_models
+    log = tmp_path / "server.log"
+    args = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--random-seed", "0", "--dtype", "float32",
+            "--mem-fraction-static", MEM_FRACTION, "--max-running-requests", "8", "--cuda-graph-max-bs-decode", "4",
+            "--skip-tokenizer-init", "--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
+            *(f"--{k.replace('_', '-')}={v}" for k, v in TREE.items())]
+    env = {"JETSPEC_OVERLAP": "1", "JETSPEC_SYNC_CHECK": "8"}
+    with SGLangServer(target, 30110, args, log_path=str(log), env=env) as server:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda ids: generate(server, ids, greedy(96)), tiny_prompts(4, seed=3)))
+    reports = [line.split(LOG_PREFIX, 1)[1] for line in log.read_text().splitlines() if LOG_PREFIX in line]
+    assert reports, "the sync counter logged nothing: did the server run JETSPEC decode steps?"
+    assert reports[-1].startswith(": 0 in "), reports
+
+
 # ----------------------------------------------------------------- SmolLM2
 SMOL = os.environ.get("JETSPEC_SMOLLM2")
 needs_smol = pytest.mark.skipif(not SMOL, reason="set JETSPEC_SMOLLM2 to a SmolLM2-135M-Instruct HF folder")

@@ -113,3 +113,33 @@ def test_reparse_rebuilds_the_phase_columns_from_the_server_logs(tmp_path) -> No
     run = json.loads(out.with_suffix(".json").read_text())
     assert run["rows"][1]["phases_ms"]["gap"] == 1.0 and run["rows"][0]["phases_ms"] == {}
     assert "reparsed" in run["meta"] and "| jetspec:64 | 2 | 5.0 | 5.00 |" in out.with_suffix(".md").read_text()
+
+
+def test_profilers_drive_every_switched_on_profiler() -> None:
+    from jetspec_sglang.sglang.step_profiler import Profilers
+
+    calls: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def mark(self) -> None:
+            calls.append(f"{self.name}.mark")
+
+        def end_step(self, batch_size: int) -> None:
+            calls.append(f"{self.name}.end {batch_size}")
+
+    group = Profilers(Recorder("a"), None, Recorder("b"))
+    group.mark()
+    group.end_step(3)
+    assert calls == ["a.mark", "b.mark", "a.end 3", "b.end 3"]
+    Profilers().mark()  # none switched on: nothing to do
+
+
+def test_markdown_lists_host_traces() -> None:
+    rows = [{"config": "plain", "bs": 1, "step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
+            {"config": "jetspec:64", "bs": 1, "step_ms": 4.0, "tau": 1.0, "phases_ms": {},
+             "host_trace": "per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches"}]
+    text = load_step_breakdown().markdown({"model": "m"}, rows)
+    assert "- jetspec:64, bs 1: per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches" in text

@@ -29,7 +29,7 @@ smollm2() {
   CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 480 python3 benchmark/step_breakdown.py --model $SMOL \
     --head /tmp/heads/random-4layer --vocab 49152 --batch-sizes 1 4 16 32 --new-tokens 128 \
     --configs plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-overlap:128 \
-    --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
+    --trace 40:16 --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
 }
 qwen3_8b_dummy() {
   CUDA_VISIBLE_DEVICES=$QWEN_GPU timeout 720 python3 benchmark/step_breakdown.py --model /tmp/models/qwen3-8b-dummy \

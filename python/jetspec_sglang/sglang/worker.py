@@ -42,7 +42,9 @@ from .hooks import assert_hooks_applied
 from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
-from .step_profiler import NoProfiler, StepProfiler
+from .step_profiler import Profilers, StepProfiler
+from .step_tracer import StepTracer
+from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_tree_builder, select_verify_inputs
 from .verify_input import fused_verify_input, sglang_verify_input
 from .vocab_topk import vocab_parallel_topk
@@ -69,7 +71,8 @@ class JetSpecWorker(BaseSpecWorker):
         self.tree_builder_name, self.build_tree = select_tree_builder(self.tree.budget, self.lineage_topk)
         self.verify_inputs_name = select_verify_inputs(self.tree_builder_name)
         self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
-        self.profiler = StepProfiler.from_env() or NoProfiler()
+        self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
+        self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
         bundle = build_draft_tp_worker(
             server_args=server_args,
@@ -155,6 +158,12 @@ class JetSpecWorker(BaseSpecWorker):
             return self.prefill(batch, on_publish)
         if batch.forward_mode.is_idle():
             return self.idle(on_publish)
+        with self.sync_counter.step():
+            return self.decode(batch, on_publish, grammar_barrier)
+
+    def decode(self, batch: Any, on_publish: Optional[Callable], grammar_barrier: Optional[Callable]
+               ) -> GenerationBatchResult:
+        """One speculative step: draft, build the tree, verify it, commit the accepted tokens."""
         draft_input = batch.spec_info
         # Under overlap scheduling seq_lens comes from the schedule stream (FutureMap); keep it alive here.
         batch.seq_lens.record_stream(torch.cuda.current_stream())
