@@ -1,21 +1,31 @@
-# carry: .devwork/m3 .devwork/data
-# Starts the recipe (last GPU) and, on 4 GPUs, breakdown.sh (GPUs 1, 2) in the background; tests on GPU 0.
+# carry: .devwork/m3 .devwork/data [.devwork/head]
+# Starts the recipe, or with the committed head the tree-attention grid (last GPU) and, on 4 GPUs, breakdown.sh (GPUs 1, 2) in the background; tests on GPU 0.
 source scripts/device_session/common.sh
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .devwork/data/*.whl 2>&1 | grep -v "root\|Target" ; true
 mkdir -p /tmp/prompts && cp .devwork/data/*.jsonl.gz /tmp/prompts/
 python3 scripts/assemble_model.py .devwork/m3 --out $SMOL | tail -1 || exit 1
-# The recipe runs from a copy (later calls re-sync the checkout) in its own session (outlives the call).
+# Long jobs run from a copy (later calls re-sync the checkout), in their own session (they outlive the call).
 rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.devwork -cf - . | tar -xf - -C /tmp/repo
-SHARE=$([ "$NGPU" -gt 1 ] && echo 0.8 || echo 0.35)   # generate-data's KV share of its GPU
-( cd /tmp/repo && CUDA_VISIBLE_DEVICES=$TRAIN_GPU PYTHONPATH=/tmp/repo/python:$PYTHONPATH setsid nohup \
-    bash benchmark/recipes/reference_head.sh benchmark/recipes/smollm2-135m.json \
-    --prompts-file /tmp/prompts/sharegpt-train-prompts.jsonl.gz --mem-fraction-static $SHARE \
-    > /tmp/pipeline.log 2>&1 < /dev/null & )
+if [ -f .devwork/head/model.safetensors ] && [ -z "${JETSPEC_TRAIN:-}" ]; then
+  # The committed reference head (parked by park_head.sh, carried in .devwork/head): no recipe. On several
+  # GPUs the last one runs the whole tree-attention grid instead.
+  mkdir -p $HEAD && cp benchmark/artifacts/smollm2-135m-jetspec/config.json .devwork/head/model.safetensors $HEAD/
+  echo "reference_head: the committed head, installed in $HEAD (recipe skipped; JETSPEC_TRAIN=1 runs it)" | tee /tmp/pipeline.log
+  mkdir -p /tmp/res
+  [ "$NGPU" -gt 1 ] && ( cd /tmp/repo && CUDA_VISIBLE_DEVICES=$TRAIN_GPU setsid nohup timeout 900 python3 benchmark/kernels/tree_attention_bench.py \
+      --out /tmp/res/tree_attention_grid > /tmp/res/tree_attention_grid.out 2>&1 < /dev/null & )
+else
+  SHARE=$([ "$NGPU" -gt 1 ] && echo 0.8 || echo 0.35)   # generate-data's KV share of its GPU
+  ( cd /tmp/repo && CUDA_VISIBLE_DEVICES=$TRAIN_GPU PYTHONPATH=/tmp/repo/python:$PYTHONPATH setsid nohup \
+      bash benchmark/recipes/reference_head.sh benchmark/recipes/smollm2-135m.json \
+      --prompts-file /tmp/prompts/sharegpt-train-prompts.jsonl.gz --mem-fraction-static $SHARE \
+      > /tmp/pipeline.log 2>&1 < /dev/null & )
+fi
 if [ "$NGPU" -ge 4 ]; then  # the step breakdown (SmolLM2 on GPU 1, Qwen3-8B-shaped on GPU 2) in the background too
   ( cd /tmp/repo && SMOL_GPU=1 QWEN_GPU=2 setsid nohup bash scripts/device_session/breakdown.sh \
       > /tmp/breakdown.log 2>&1 < /dev/null & )
 fi
-if [ "$NGPU" -eq 1 ]; then  # wait until generate-data holds its memory: SGLang counts it against ours
+if [ "$NGPU" -eq 1 ] && [ ! -f $HEAD/model.safetensors ]; then  # wait until generate-data holds its memory: SGLang counts it against ours
   for i in $(seq 90); do [ "$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits)" -gt 40000 ] && break; sleep 2; done
   export JETSPEC_TEST_MEM_FRACTION=0.55
 fi
