@@ -70,19 +70,6 @@ def main() -> None:
     for p in load_eval_prompts(args.dataset, limit=args.num_prompts):
         ids = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
         prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))  # a BatchEncoding on 5.12
-    rows, failed = [], []
-    for i, name in enumerate(args.configs):
-        try:
-            rows.append(run_config(name, args, prompts, 30200 + i))
-        except (RuntimeError, TimeoutError) as err:  # one configuration failing to start must not lose the rest
-            failed.append({"config": name, "error": str(err)})
-            print(json.dumps(failed[-1]), flush=True)
-            continue
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "outputs"}), flush=True)
-    plain = next((r for r in rows if r["config"] == "plain"), None)
-    for r in rows:
-        r["speedup"] = round(r["tok_per_s"] / plain["tok_per_s"], 3) if plain else None
-        r["identical_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"])) if plain else None
     meta = {
         **run_metadata(),
         "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),
@@ -90,16 +77,34 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for i, name in enumerate(args.configs):
+        try:
+            rows.append(run_config(name, args, prompts, 30200 + i))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "outputs"}), flush=True)
+        except (RuntimeError, TimeoutError) as err:  # one configuration failing to start must not lose the rest
+            failed.append({"config": name, "error": str(err)})
+            print(json.dumps(failed[-1]), flush=True)
+        table = write_results(out, meta, rows, failed, args.dataset, len(prompts))  # after each: a timeout keeps the rest
+    print(table)
+
+
+def write_results(out: Path, meta: dict, rows: list[dict], failed: list[dict], dataset: str, num_prompts: int) -> str:
+    """Write ``out``.json and .md (speed-up and equality against plain, where plain ran); return the table."""
+    plain = next((r for r in rows if r["config"] == "plain"), None)
+    for r in rows:
+        r["speedup"] = round(r["tok_per_s"] / plain["tok_per_s"], 3) if plain else None
+        r["identical_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"])) if plain else None
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "failed": failed}, indent=1))
-    lines = [f"# Side by side, bs=1, {args.dataset} x {len(prompts)}, {args.max_new_tokens} new tokens", "",
-             *(f"- {k}: {v}" for k, v in meta.items()), "",
-             "| config | tok/s | speedup | tau | step ms | identical to plain | startup s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms']} | "
-              f"{r['identical_to_plain']}/{len(prompts)} | {r['startup_s']} |" for r in rows]
-    lines += [f"| {f['config']} | failed to start: see its log |" for f in failed]
+    header = ["| config | tok/s | speedup | tau | step ms | identical to plain | startup s |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    table = header + [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms']} | "
+                      f"{r['identical_to_plain']}/{num_prompts} | {r['startup_s']} |" for r in rows]
+    table += [f"| {f['config']} | failed to start: see its log |" for f in failed]
+    lines = [f"# Side by side, bs=1, {dataset} x {num_prompts}, {meta['max_new_tokens']} new tokens", "",
+             *(f"- {k}: {v}" for k, v in meta.items()), "", *table]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[lines.index("| --- | --- | --- | --- | --- | --- | --- |") - 1 :]))
+    return "\n".join(table)
 
 
 if __name__ == "__main__":

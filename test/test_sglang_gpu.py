@@ -111,6 +111,12 @@ def tiny_fused_verify_runs(tiny_models, tiny_plain):
     return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_INPUTS="fused"))
 
 
+@pytest.fixture(scope="module")
+def tiny_tree_attention_runs(tiny_models, tiny_plain):
+    """The same with the target's verify attention from our kernel (``JETSPEC_VERIFY_ATTENTION=tree``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_ATTENTION="tree"))
+
+
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
     report = []
     for i, expected in enumerate(plain):
@@ -124,16 +130,23 @@ def test_tiny_fp32_greedy_is_token_identical_to_plain(tiny_runs) -> None:
     assert_token_identical(tiny_runs[0], tiny_runs[1])
 
 
-def test_tiny_fp32_overlap_is_token_identical_and_reuses_radix(tiny_overlap_runs) -> None:
-    plain, spec, repeat = tiny_overlap_runs
+def assert_identical_with_radix_repeat(runs: tuple) -> None:
+    """Plain vs a JETSPEC variant: token-identical, and the repeat of 2 prompts (radix hits) identical too."""
+    plain, spec, repeat = runs
     assert_token_identical(plain, spec)
     assert [r["output_ids"] for r in repeat] == [r["output_ids"] for r in spec[:2]]
+
+
+def test_tiny_fp32_overlap_is_token_identical_and_reuses_radix(tiny_overlap_runs) -> None:
+    assert_identical_with_radix_repeat(tiny_overlap_runs)
 
 
 def test_tiny_fp32_fused_verify_inputs_are_token_identical(tiny_fused_verify_runs) -> None:
-    plain, spec, repeat = tiny_fused_verify_runs
-    assert_token_identical(plain, spec)
-    assert [r["output_ids"] for r in repeat] == [r["output_ids"] for r in spec[:2]]
+    assert_identical_with_radix_repeat(tiny_fused_verify_runs)
+
+
+def test_tiny_fp32_tree_attention_is_token_identical(tiny_tree_attention_runs) -> None:
+    assert_identical_with_radix_repeat(tiny_tree_attention_runs)
 
 
 def test_tiny_fp32_accepts_several_tokens_per_step(tiny_runs) -> None:

@@ -3,13 +3,12 @@ in the log format ``benchmark/step_breakdown.py`` reads back."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import itertools
-from pathlib import Path
+import json
 from typing import Iterator
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, StepProfiler
 
@@ -64,14 +63,6 @@ def test_from_env(monkeypatch) -> None:
         StepProfiler.from_env()
 
 
-def load_step_breakdown():
-    path = Path(__file__).resolve().parents[1] / "benchmark" / "step_breakdown.py"
-    spec = importlib.util.spec_from_file_location("step_breakdown", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    return benchmark
-
-
 def profiled_lines(batch_sizes: list[int]) -> list[str]:
     """Profiler log lines, one window per step, every phase and gap lasting 1 ms."""
     FakeEvent.clock = itertools.count()
@@ -86,7 +77,7 @@ def profiled_lines(batch_sizes: list[int]) -> list[str]:
 
 def test_step_breakdown_parses_what_the_profiler_logs() -> None:
     lines = profiled_lines([2, 2, 2])
-    medians = load_step_breakdown().phase_medians("noise\n" + "\n".join(lines) + "\nDecode batch ...", 2)
+    medians = load_benchmark("step_breakdown").phase_medians("noise\n" + "\n".join(lines) + "\nDecode batch ...", 2)
     assert medians == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}
 
 
@@ -96,13 +87,13 @@ def test_step_breakdown_keeps_only_steady_windows_of_its_batch_size() -> None:
     mixed = f"[t] {LOG_PREFIX} over 16 steps (bs [1, 4]): draft 1.0 ms, gap 90.0 ms, step 91.0 ms"
     idle = f"[t] {LOG_PREFIX} over 16 steps (bs [4]): draft 1.0 ms, tree 1.0 ms, verify 1.0 ms, commit 1.0 ms, gap 120.0 ms, step 124.0 ms"
     other = f"[t] {LOG_PREFIX} over 16 steps (bs [1]): draft 9.0 ms, tree 9.0 ms, verify 9.0 ms, commit 9.0 ms, gap 9.0 ms, step 45.0 ms"
-    medians = load_step_breakdown().phase_medians("\n".join([other, mixed, idle, *steady]), 4)
+    medians = load_benchmark("step_breakdown").phase_medians("\n".join([other, mixed, idle, *steady]), 4)
     assert medians == {"draft": 1.0, "tree": 1.0, "verify": 1.0, "commit": 1.0, "gap": 1.0, "step": 5.0}
-    assert load_step_breakdown().phase_medians("\n".join(steady), 8) == {}
+    assert load_benchmark("step_breakdown").phase_medians("\n".join(steady), 8) == {}
 
 
 def test_reparse_rebuilds_the_phase_columns_from_the_server_logs(tmp_path) -> None:
-    benchmark = load_step_breakdown()
+    benchmark = load_benchmark("step_breakdown")
     out = tmp_path / "run"
     rows = [{"config": "plain", "bs": 2, "step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
             {"config": "jetspec:64", "bs": 2, "step_ms": 5.0, "tau": 1.0, "phases_ms": {"gap": 99.0}}]
@@ -141,5 +132,5 @@ def test_markdown_lists_host_traces() -> None:
     rows = [{"config": "plain", "bs": 1, "step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
             {"config": "jetspec:64", "bs": 1, "step_ms": 4.0, "tau": 1.0, "phases_ms": {},
              "host_trace": "per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches"}]
-    text = load_step_breakdown().markdown({"model": "m"}, rows)
+    text = load_benchmark("step_breakdown").markdown({"model": "m"}, rows)
     assert "- jetspec:64, bs 1: per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches" in text

@@ -3,8 +3,8 @@
 Without CUDA the Triton kernels run in Triton's interpreter, in a fresh process (see
 ``case_results``) with the interpreter's bfloat16 arithmetic made the GPU's; with CUDA the same
 cases, and the ``gpu`` tests at serving sizes, run the compiled kernels. The tolerance is
-flash-attention's: at most twice the error of the same computation done in bfloat16 by PyTorch,
-plus 1e-6 for cases where both are exact. Outputs are NaN-filled first, and the KV pool's unused
+flash-attention's: at most twice the error of the same computation done by PyTorch in the inputs'
+dtype (bfloat16, or float32 for the fp32 cases), plus 1e-6 for cases where both are exact. Outputs are NaN-filled first, and the KV pool's unused
 slots hold NaN, so unwritten rows and reads past a request's keys both show up as NaN.
 """
 
@@ -41,6 +41,9 @@ CASES = {
     "N 100: 4 mask words, 2 tree tiles": dict(n=100, prefix_lens=[5, 0], num_kv_heads=1, group=2, num_splits=2),
     "prefix past max_prefix_len": dict(n=3, prefix_lens=[150, 20], num_kv_heads=1, group=4, num_splits=2,
                                        max_prefix_len=64),
+    "float32 (IEEE dots), GQA 4": dict(n=16, prefix_lens=[97, 5], num_kv_heads=1, group=4, dtype="float32"),
+    "float32, 2 splits, N 100": dict(n=100, prefix_lens=[70, 0], num_kv_heads=2, group=1, num_splits=2,
+                                     dtype="float32"),
 }  # fmt: skip
 
 
@@ -53,7 +56,8 @@ def random_parents(gen: torch.Generator, bs: int, n: int) -> torch.Tensor:
     return parents.scatter_(1, rename, torch.where(topo >= 0, rename.gather(1, topo.clamp_min(0)), -1))
 
 
-def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, group: int, head_dim: int) -> tuple:
+def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, group: int, head_dim: int,
+                dtype: str = "bfloat16") -> tuple:
     """``tree_attention``'s tensor inputs on ``DEVICE``, in a shuffled pool whose unused slots hold NaN.
 
     Each request's ``req_to_token`` row points at NaN slots past ``prefix_len + N`` (and spare rows
@@ -62,8 +66,8 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
     gen = torch.Generator().manual_seed(seed)
     bs, used = len(prefix_lens), sum(prefix_lens) + len(prefix_lens) * n
     pool = used + 7
-    k_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).bfloat16()
-    v_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).bfloat16()
+    k_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).to(getattr(torch, dtype))
+    v_buffer = torch.randn(pool, num_kv_heads, head_dim, generator=gen).to(getattr(torch, dtype))
     order = torch.randperm(pool, generator=gen)
     k_buffer[order[used:]] = float("nan")
     v_buffer[order[used:]] = float("nan")
@@ -73,7 +77,7 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
     for row, prefix_len in zip(req_pool_indices.tolist(), prefix_lens):
         req_to_token[row, : prefix_len + n] = order[start : start + prefix_len + n]
         start += prefix_len + n
-    q = torch.randn(bs * n, num_kv_heads * group, head_dim, generator=gen).bfloat16()
+    q = torch.randn(bs * n, num_kv_heads * group, head_dim, generator=gen).to(getattr(torch, dtype))
     tree_mask = tree_mask_from_parents(random_parents(gen, bs, n), max_depth=n - 1)
     tensors = (q, k_buffer, v_buffer, req_to_token, req_pool_indices, torch.tensor(prefix_lens, dtype=torch.int32),
                tree_mask)  # fmt: skip
@@ -81,13 +85,13 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
 
 
 def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None) -> dict:
-    """Run the kernel into a NaN-filled buffer; its error and bf16 PyTorch's against the float64 reference."""
+    """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference."""
     q = inputs[0]
     sm_scale = q.shape[-1] ** -0.5
     out = torch.full_like(q, float("nan"))
     got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits)
     want = tree_attention_reference(*inputs, sm_scale)
-    baseline = tree_attention_reference(*inputs, sm_scale, dtype=torch.bfloat16)
+    baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype)
     return {
         "wrote_out": got is out,
         "nan": bool(got.isnan().any()),
@@ -100,7 +104,7 @@ def assert_accurate(result: dict) -> None:
     assert result["wrote_out"], "the output is not the caller's buffer"
     assert not result["nan"], "rows left unwritten, or a read past the request's keys"
     err, baseline_err = result["err"], result["baseline_err"]
-    assert err <= 2 * baseline_err + 1e-6, f"error {err:.3g}, bf16 PyTorch's {baseline_err:.3g}"
+    assert err <= 2 * baseline_err + 1e-6, f"error {err:.3g}, PyTorch's in the same dtype {baseline_err:.3g}"
 
 
 def run_cases() -> dict:
@@ -181,27 +185,30 @@ ARG_TYPES = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "part_acc":
              "tree_mask": "*i32", "qk_scale": "fp32"}  # fmt: skip
 
 
-def compile_for_sm90(kernel, constexprs: dict, **options) -> None:
+def compile_for_sm90(kernel, constexprs: dict, data: str = "bf16", **options) -> None:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {name: "constexpr" if name in constexprs else ARG_TYPES.get(name, "i32") for name in kernel.arg_names}
+    types = {**ARG_TYPES, **{name: f"*{data}" for name in ("Q", "K", "V", "O")}}
+    signature = {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in kernel.arg_names}
     triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32), options=options)
 
 
 @needs_triton
-@pytest.mark.parametrize("head_dim,rows,group,split", [(128, 1024, 4, False), (128, 64, 4, True), (256, 256, 8, True),
-                                                       (64, 3, 1, False)])  # fmt: skip
-def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool) -> None:
+@pytest.mark.parametrize("head_dim,rows,group,split,data", [(128, 1024, 4, False, "bf16"), (128, 64, 4, True, "bf16"),
+                                                            (256, 256, 8, True, "bf16"), (64, 3, 1, False, "bf16"),
+                                                            (64, 192, 3, True, "fp32")])  # fmt: skip
+def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool, data: str) -> None:
     """The interpreter never runs Triton's compiler; this builds the kernels for sm_90 (no GPU needed)."""
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
     block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows)
-    constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split)
-    compile_for_sm90(kernels.tree_attention_fwd, constexprs, num_warps=num_warps, num_stages=num_stages)
+    constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
+                      DOT_PRECISION="ieee" if data == "fp32" else "tf32")
+    compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
-        compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), num_warps=MERGE_WARPS)
+        compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 100])
@@ -220,7 +227,9 @@ def test_tree_mask_sets_the_sign_bit_for_node_31() -> None:
 @pytest.mark.parametrize(
     "change,message",
     [
-        (lambda a: a.update(q=a["q"].half()), "q must be a 3-d bfloat16"),
+        (lambda a: a.update(q=a["q"].half()), "k_buffer must be a 3-d tensor of q's dtype"),
+        (lambda a: a.update(q=a["q"].double(), k_buffer=a["k_buffer"].double(), v_buffer=a["v_buffer"].double()),
+         "q must be a 3-d tensor of q's dtype \\(bfloat16, float16 or float32\\)"),
         (lambda a: a.update(k_buffer=a["k_buffer"][..., :32], v_buffer=a["v_buffer"][..., :32]), "head_dim"),
         (lambda a: a.update(q=a["q"][:, :3]), "multiple of Hkv"),
         (lambda a: a.update(tree_mask=a["tree_mask"][:1]), "bs \\* N"),

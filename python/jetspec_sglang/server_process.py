@@ -14,25 +14,34 @@ import time
 from typing import Any, Optional
 
 
+# JETSPEC variants: configuration prefix -> the environment that selects it.
+JETSPEC_VARIANTS = {
+    "jetspec": {},
+    "jetspec-overlap": {"JETSPEC_OVERLAP": "1"},  # overlap-scheduled
+    "jetspec-tree": {"JETSPEC_VERIFY_ATTENTION": "tree"},  # verify attention from our tree kernel
+}
+
+
 def algorithm_env(name: str) -> dict[str, str]:
-    """Environment of one configuration: ``jetspec-overlap:BUDGET`` turns on overlap scheduling."""
-    return {"JETSPEC_OVERLAP": "1"} if name.startswith("jetspec-overlap:") else {}
+    """Environment of one configuration (``JETSPEC_VARIANTS``; empty for the others)."""
+    return dict(JETSPEC_VARIANTS.get(name.split(":")[0], {}))
 
 
 def algorithm_args(name: str, head: str) -> list[str]:
-    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash``, ``jetspec:BUDGET``
-    or ``jetspec-overlap:BUDGET`` (the same, overlap-scheduled: see ``algorithm_env``)."""
+    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
+    JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-overlap:128``, ``jetspec-tree:64``)."""
     if name == "plain":
         return []
     if name == "ngram":
         return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "8"]
     if name == "dflash":
         return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
-    if name.startswith(("jetspec:", "jetspec-overlap:")):  # overlap is SGLang's default; the env decides
+    variant, _, budget = name.partition(":")
+    if variant in JETSPEC_VARIANTS and budget.isdigit():
         return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
-                "--speculative-num-draft-tokens", name.split(":")[1]]
-    raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash, jetspec:BUDGET "
-                     "or jetspec-overlap:BUDGET")
+                "--speculative-num-draft-tokens", budget]
+    raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash or VARIANT:BUDGET with VARIANT "
+                     f"one of {sorted(JETSPEC_VARIANTS)}")
 
 
 class SGLangServer:

@@ -12,10 +12,9 @@ echo "waited $(( $(date +%s) - t0 )) s for the head"; [ -f $HEAD/model.safetenso
 tr '\r' '\n' < /tmp/pipeline.log | grep -v "^\s*$" | grep -v "INFO\|Prefill\|Decode\|train: \|generate-data: " | tail -8
 mkdir -p /tmp/res
 export CUDA_VISIBLE_DEVICES=0
-timeout 360 python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k --num-prompts 16 \
-  --max-new-tokens 256 --configs plain dflash jetspec:64 jetspec:128 --out /tmp/res/side_by_side \
+timeout 500 python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k --num-prompts 16 \
+  --max-new-tokens 256 --configs plain dflash jetspec:64 jetspec:128 jetspec-tree:64 --out /tmp/res/side_by_side \
   2>&1 | grep -v "^\s*$" | tail -9
-timeout 60 python3 benchmark/kernels/tree_build_bench.py --caps none --iters 200 --out /tmp/res/tree_build 2>&1 | tail -3
 [ -f /tmp/res/tree_attention_grid.json ] || timeout 60 python3 benchmark/kernels/tree_attention_bench.py --contexts 4096 \
   --out /tmp/res/tree_attention 2>&1 | tail -3
 if [ -d $HEAD/logs ]; then  # a head trained in this session: send it back

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..tree_layout import ancestor_mask
 
 HEAD_DIMS = (64, 128, 256)
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MIN_SPLIT_KEYS = 512  # split the prefix no finer than this many keys per program
 MAX_SPLITS = 64  # the merge kernel holds every split's partial row at once
 MERGE_WARPS = 8
@@ -121,11 +122,12 @@ def tree_attention(
     (the split workspace is a ``torch.empty`` sized by the Python ints below).
 
     Parameters:
-        q: ``[bs * N, Hq, head_dim]`` bfloat16, the ``N`` nodes of each request in turn
+        q: ``[bs * N, Hq, head_dim]`` bfloat16 (float16 and float32 work too: float32 multiplies in
+            IEEE fp32, for exact tests), the ``N`` nodes of each request in turn
             (request ``b``'s node ``i`` is row ``b * N + i``); last dim contiguous.
-        k_buffer: ``[pool_size, Hkv, head_dim]`` bfloat16, one layer's key pool (page_size 1);
+        k_buffer: ``[pool_size, Hkv, head_dim]`` of q's dtype, one layer's key pool (page_size 1);
             ``Hq`` a multiple of ``Hkv``, ``head_dim`` in {64, 128, 256}; last dim contiguous.
-        v_buffer: ``[pool_size, Hkv, head_dim]`` bfloat16, the value pool, laid out like ``k_buffer``.
+        v_buffer: ``[pool_size, Hkv, head_dim]``, the value pool, laid out like ``k_buffer``.
         req_to_token: ``[max_reqs, max_context]`` int32, pool slot of each request position;
             row ``req_pool_indices[b]`` must hold ``prefix_lens[b] + N`` slots.
         req_pool_indices: ``[bs]`` int64 (or int32), each request's row of ``req_to_token``.
@@ -136,13 +138,13 @@ def tree_attention(
         max_prefix_len: a host-side bound on ``prefix_lens`` that sizes the prefix split (e.g. the
             context length a CUDA graph is captured for). Longer prefixes are still attended in
             full, by the last split, only less evenly spread.
-        out: ``[bs * N, Hq, head_dim]`` bfloat16 to write into (e.g. a CUDA graph's static
+        out: ``[bs * N, Hq, head_dim]`` of q's dtype to write into (e.g. a CUDA graph's static
             buffer); allocated when ``None``. Every row is written.
         num_splits: prefix splits per (row tile, request, kv head), at most 64; chosen from the
             GPU's SM count and ``max_prefix_len`` when ``None``.
 
     Returns:
-        ``[bs * N, Hq, head_dim]`` bfloat16, ``out`` when given.
+        ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
 
     Examples:
         >>> q = torch.randn(4, 2, 64, dtype=torch.bfloat16)
@@ -190,7 +192,7 @@ def tree_attention(
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         out.stride(0), out.stride(1), req_to_token.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
-        num_warps=num_warps, num_stages=num_stages,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     if num_splits > 1:
         kernels.merge_splits[(total_q, num_q_heads)](
@@ -236,9 +238,10 @@ def _check_inputs(
 ) -> tuple[int, int, int]:
     """Raise ``ValueError`` on a bad dtype, shape, layout or device; return ``(bs, N, Hq // Hkv)``."""
     for name, t in (("q", q), ("k_buffer", k_buffer), ("v_buffer", v_buffer)):
-        if t.dim() != 3 or t.dtype != torch.bfloat16 or t.stride(-1) != 1:
+        if t.dim() != 3 or t.dtype != q.dtype or t.dtype not in DTYPES or t.stride(-1) != 1:
             raise ValueError(
-                f"{name} must be a 3-d bfloat16 tensor with a contiguous last dim, got {t.dtype} {tuple(t.shape)}"
+                f"{name} must be a 3-d tensor of q's dtype (bfloat16, float16 or float32) with a contiguous "
+                f"last dim, got {t.dtype} {tuple(t.shape)}"
             )
     if k_buffer.shape != v_buffer.shape:
         raise ValueError(f"k_buffer and v_buffer shapes differ: {tuple(k_buffer.shape)} vs {tuple(v_buffer.shape)}")

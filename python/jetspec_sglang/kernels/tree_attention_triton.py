@@ -5,7 +5,8 @@
 group. Split ``s`` attends its slice of the prefix; the last split also takes the tree keys under
 the ancestor bitmask. With one split the program writes the output; with several it writes its
 unnormalised state ``(acc, m, l)`` and ``merge_splits`` combines them. Scores are in log2 units
-(``exp2``), accumulators fp32.
+(``exp2``), accumulators fp32. float32 inputs multiply in IEEE fp32 (``DOT_PRECISION="ieee"``, not
+TF32), so fp32 serving stays exact enough for token-identical greedy tests.
 
 Imported on first use only, so ``jetspec_sglang.kernels`` imports where triton is missing.
 """
@@ -20,15 +21,15 @@ NO_MAX = tl.constexpr(-1.0e30)
 
 
 @triton.jit
-def _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale):
+def _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISION: tl.constexpr):
     """Fold one key tile into the running state. q: [M, D], k/v: [BLOCK_N, D], visible: [M, BLOCK_N] bool."""
-    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     qk = tl.where(visible, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     p = tl.math.exp2(qk - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, m_new, l_i
 
 
@@ -39,7 +40,7 @@ def tree_attention_fwd(
     qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, split_keys,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1) // num_kv_heads
     kv_head = tl.program_id(1) % num_kv_heads
@@ -73,7 +74,7 @@ def tree_attention_fwd(
         slot = tl.load(slots + cols, mask=col_ok, other=0).to(tl.int64)
         k = tl.load(k_head + slot[:, None] * stride_kt, mask=col_ok[:, None], other=0.0)
         v = tl.load(v_head + slot[:, None] * stride_vt, mask=col_ok[:, None], other=0.0)
-        acc, m_i, l_i = _online_softmax_step(q, k, v, col_ok[None, :], acc, m_i, l_i, qk_scale)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, col_ok[None, :], acc, m_i, l_i, qk_scale, DOT_PRECISION)
 
     # Tree keys, last split only: node j sits at column prefix_len + j and is visible to row
     # (b, i) iff bit j % 32 of word j // 32 of tree_mask[b, i] is set. A tile's BLOCK_N // 32
@@ -90,7 +91,7 @@ def tree_attention_fwd(
         words = tl.load(mask_rows[:, None] + word[None, :], mask=word_ok, other=0)
         bits = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
         visible = (tl.reshape(bits, [BLOCK_M, BLOCK_N]) != 0) & col_ok[None, :]
-        acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISION)
 
     if SPLIT:
         at = (split * total_q + token).to(tl.int64) * num_q_heads + head  # [num_splits, total_q, Hq] index

@@ -46,6 +46,7 @@ from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_tree_builder, select_verify_inputs
+from .tree_verify_attention import TreeMaskBuffer, install_tree_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
 from .vocab_topk import vocab_parallel_topk
 
@@ -71,6 +72,8 @@ class JetSpecWorker(BaseSpecWorker):
         self.tree_builder_name, self.build_tree = select_tree_builder(self.tree.budget, self.lineage_topk)
         self.verify_inputs_name = select_verify_inputs(self.tree_builder_name)
         self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
+        self.verify_attention = select_verify_attention()
+        self.tree_mask: Optional[TreeMaskBuffer] = None  # the tree kernel's ancestor masks, when it verifies
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
         self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
@@ -112,9 +115,9 @@ class JetSpecWorker(BaseSpecWorker):
             self.tp_group = None
         logger.info(
             "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s verify inputs=%s "
-            "head=%s (%d layers, taps %s, causal=%s)",
+            "verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
             self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk, self.tree_builder_name,
-            self.verify_inputs_name,
+            self.verify_inputs_name, self.verify_attention,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
 
@@ -138,6 +141,11 @@ class JetSpecWorker(BaseSpecWorker):
 
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
+        if self.verify_attention == "tree":  # the target's backend exists now, its graphs come next
+            capacity = max(self.model_runner.req_to_token_pool.size,
+                           getattr(self.server_args, "cuda_graph_max_bs_decode", None) or 0)
+            self.tree_mask = TreeMaskBuffer(capacity, self.tree.budget, self.device)
+            install_tree_verify_attention(self.model_runner.attn_backend, self.tree_mask)
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
@@ -253,6 +261,8 @@ class JetSpecWorker(BaseSpecWorker):
     def verify(self, batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage,
                grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
         """Score the tree with the target and accept a path (SGLang's EAGLE verify)."""
+        if self.tree_mask is not None:
+            self.tree_mask.write(tree.parents, tree.max_depth)
         batch.spec_info = self.make_verify_input(batch, draft_input, tree, lineage, target_worker=self.target_worker,
                                                  budget=self.tree.budget, device=self.device)
         return run_eagle_verify(

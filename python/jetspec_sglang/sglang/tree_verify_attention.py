@@ -1,0 +1,129 @@
+"""Opt-in: the target's tree-verify attention through our Triton kernel (``JETSPEC_VERIFY_ATTENTION=tree``).
+
+SGLang's Triton backend verifies a tree with its extend kernel and a dense
+``N x (prefix + N)`` custom mask per request, built and read every step. Our kernel
+(``kernels.tree_attention``) reads the prefix unmasked, straight from ``req_to_token``,
+and the tree part under a compact ``[N, ceil(N / 32)]`` ancestor bitmask.
+
+- ``TreeMaskBuffer``: the bitmask, in one static buffer the worker rewrites before each
+  verify, so CUDA graphs captured over it replay with the new tree.
+- ``install_tree_verify_attention``: turns the target's attention backend instance into a
+  thin subclass whose ``forward_extend`` serves TARGET_VERIFY with our kernel, layer by
+  layer where the layer is plain causal attention, and defers to SGLang otherwise.
+  The draft head's backend is left alone.
+
+SGLang still builds its own verify mask (the verify inputs need it for other backends).
+Skipping that is the next step once this path is measured faster.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from ..kernels.tree_attention import DTYPES, HEAD_DIMS, tree_attention, tree_mask_from_parents
+
+CHOICES = ("sglang", "tree")
+
+
+def select_verify_attention(choice: Optional[str] = None) -> str:
+    """``$JETSPEC_VERIFY_ATTENTION`` (``sglang``, the default, or ``tree``)."""
+    choice = choice or os.environ.get("JETSPEC_VERIFY_ATTENTION", "sglang")
+    if choice not in CHOICES:
+        raise ValueError(f"JETSPEC_VERIFY_ATTENTION must be one of {CHOICES}, got {choice!r}")
+    return choice
+
+
+class TreeMaskBuffer:
+    """``[capacity, N, ceil(N / 32)]`` int32 ancestor bitmasks at one fixed address.
+
+    Rows start as lone roots (each node sees itself only), so batch rows a CUDA graph pads
+    with never divide by zero.
+    """
+
+    def __init__(self, capacity: int, budget: int, device: torch.device | str) -> None:
+        roots = torch.full((capacity, budget), -1, dtype=torch.int64, device=device)
+        self.buffer = tree_mask_from_parents(roots, max_depth=1)
+        self.budget = budget
+
+    def write(self, parents: Tensor, max_depth: int) -> None:
+        """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1``."""
+        self.buffer[: parents.shape[0]].copy_(tree_mask_from_parents(parents, max_depth))
+
+    def view(self, bs: int) -> Tensor:
+        if bs > self.buffer.shape[0]:
+            raise ValueError(f"a verify batch of {bs} requests exceeds the tree-mask buffer ({self.buffer.shape[0]})")
+        return self.buffer[:bs]
+
+
+def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
+    """Serve ``backend``'s TARGET_VERIFY attention with the tree kernel, reading ``mask``.
+
+    Raises ``ValueError`` naming the fix where the backend cannot take it.
+    """
+    name = type(backend).__name__
+    if name != "TritonAttnBackend":
+        raise ValueError(f"JETSPEC_VERIFY_ATTENTION=tree works with --attention-backend triton, not {name}; "
+                         "unset it or switch the backend")
+    if getattr(backend, "page_size", 1) != 1:
+        raise ValueError("JETSPEC_VERIFY_ATTENTION=tree needs --page-size 1")
+    backend.__class__ = _tree_verify_class(type(backend))
+    backend.jetspec_tree_mask = mask
+
+
+@functools.cache
+def _tree_verify_class(base: type) -> type:
+    return type(f"JetSpecTreeVerify{base.__name__}", (TreeVerifyAttention, base), {})
+
+
+class TreeVerifyAttention:
+    """Mixin over an SGLang attention backend: TARGET_VERIFY through ``tree_attention``."""
+
+    jetspec_tree_mask: TreeMaskBuffer
+
+    def forward_extend(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
+                       save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
+        if not (forward_batch.forward_mode.is_target_verify() and k is not None and v is not None
+                and _plain_causal_layer(layer, q.dtype, getattr(self, "dcp_size", 1), kwargs)):
+            return super().forward_extend(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+        if save_kv_cache:
+            self.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
+        out = getattr(forward_batch, "_attn_output", None)
+        if out is None:
+            out = torch.empty_like(q)
+        heads, head_dim = layer.tp_q_head_num, layer.qk_head_dim
+        mask = self.jetspec_tree_mask
+        tree_attention(
+            q.view(-1, heads, head_dim),
+            self.token_to_kv_pool.get_key_buffer(layer.layer_id),
+            self.token_to_kv_pool.get_value_buffer(layer.layer_id),
+            self.req_to_token,
+            forward_batch.req_pool_indices,
+            forward_batch.seq_lens,
+            mask.view(q.shape[0] // mask.budget),
+            layer.scaling,
+            self.max_context_len,
+            out=out.view(-1, heads, head_dim),
+        )
+        return out
+
+
+def _plain_causal_layer(layer: Any, dtype: torch.dtype, dcp_size: int, kwargs: dict) -> bool:
+    """Whether the tree kernel computes exactly what SGLang would for this layer."""
+    return (
+        dtype in DTYPES
+        and dcp_size == 1
+        and layer.qk_head_dim == layer.v_head_dim
+        and layer.qk_head_dim in HEAD_DIMS
+        and getattr(layer, "sliding_window_size", None) in (None, -1)
+        and not getattr(layer, "logit_cap", 0)
+        and getattr(layer, "k_scale", None) is None
+        and not getattr(layer, "is_cross_attention", False)
+        and (getattr(layer, "xai_temperature_len", None) or -1) <= 0
+        and getattr(getattr(layer, "attn_type", None), "name", "DECODER") == "DECODER"
+        and all(kwargs.get(key) is None for key in ("sinks", "score_mod", "aux_tensors"))
+    )

@@ -1,0 +1,28 @@
+"""Benchmark configurations -> SGLang server flags and environment (no server started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jetspec_sglang.server_process import algorithm_args, algorithm_env
+
+
+def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
+    flags = ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", "HEAD",
+             "--speculative-num-draft-tokens", "64"]  # fmt: skip
+    assert algorithm_args("jetspec:64", "HEAD") == algorithm_args("jetspec-tree:64", "HEAD") == flags
+    assert algorithm_env("jetspec:64") == {}
+    assert algorithm_env("jetspec-overlap:64") == {"JETSPEC_OVERLAP": "1"}
+    assert algorithm_env("jetspec-tree:64") == {"JETSPEC_VERIFY_ATTENTION": "tree"}
+
+
+def test_baselines() -> None:
+    assert algorithm_args("plain", "HEAD") == [] and algorithm_env("plain") == {}
+    assert algorithm_args("dflash", "HEAD") == ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", "HEAD"]
+    assert algorithm_args("ngram", "HEAD")[:2] == ["--speculative-algorithm", "NGRAM"]
+
+
+@pytest.mark.parametrize("name", ["jetspec", "jetspec:", "jetspec:abc", "eagle:64", "jetspec-fast:64"])
+def test_unknown_configurations_name_the_choices(name: str) -> None:
+    with pytest.raises(ValueError, match="VARIANT:BUDGET"):
+        algorithm_args(name, "HEAD")

@@ -1,0 +1,174 @@
+"""The opt-in tree-verify attention (``JETSPEC_VERIFY_ATTENTION=tree``) on a CPU.
+
+A stand-in for SGLang's Triton backend (same attribute names) takes the mixin, and the
+kernel is replaced by its float64 reference (the kernel itself is tested in
+``test_tree_attention.py``). What is checked here is the plumbing: the tree's KV is written at
+``out_cache_loc`` first, each node attends to exactly its request's prefix plus its own
+ancestors (compared with a brute-force softmax), and everything else goes to SGLang. The GPU
+test ``test_tiny_fp32_tree_attention_is_token_identical`` runs it inside a real server.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from jetspec_sglang.kernels import tree_attention_reference
+from jetspec_sglang.sglang import tree_verify_attention as tva
+from jetspec_sglang.tree_layout import ancestor_mask
+
+HKV, GROUP, D, N = 2, 2, 64, 5
+
+
+class FakePool:
+    """SGLang's KV pool calls the mixin makes, over plain tensors (page_size 1)."""
+
+    def __init__(self, slots: int) -> None:
+        self.k = torch.full((slots, HKV, D), float("nan"))
+        self.v = torch.full((slots, HKV, D), float("nan"))
+
+    def set_kv_buffer(self, layer, loc, k, v) -> None:
+        self.k[loc] = k.view(-1, HKV, D)
+        self.v[loc] = v.view(-1, HKV, D)
+
+    def get_key_buffer(self, layer_id: int):
+        return self.k
+
+    def get_value_buffer(self, layer_id: int):
+        return self.v
+
+
+class TritonAttnBackend:
+    """Stand-in for SGLang's backend: its attribute names, and a forward_extend that records calls."""
+
+    def __init__(self, pool: FakePool, req_to_token: torch.Tensor) -> None:
+        self.token_to_kv_pool, self.req_to_token, self.max_context_len, self.page_size = pool, req_to_token, 64, 1
+        self.sglang_calls = 0
+
+    def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True, **kwargs):
+        self.sglang_calls += 1
+        return "sglang"
+
+
+def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
+                     max_prefix_len, out):  # fmt: skip
+    out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
+                                       sm_scale))  # fmt: skip
+    return out
+
+
+def layer(**changes) -> types.SimpleNamespace:
+    plain = dict(layer_id=0, tp_q_head_num=HKV * GROUP, qk_head_dim=D, v_head_dim=D, scaling=D**-0.5,
+                 sliding_window_size=-1, logit_cap=0.0, k_scale=None, is_cross_attention=False,
+                 xai_temperature_len=-1, attn_type=types.SimpleNamespace(name="DECODER"))  # fmt: skip
+    return types.SimpleNamespace(**{**plain, **changes})
+
+
+def verify_batch(prefix_lens: list[int], verify: bool = True):
+    """Two requests' pool rows, prefix KV filled, and the ForwardBatch fields the mixin reads."""
+    gen = torch.Generator().manual_seed(0)
+    bs = len(prefix_lens)
+    req_to_token = torch.randperm(64, generator=gen).to(torch.int32).view(4, 16)
+    req_pool_indices = torch.tensor([2, 0])
+    pool = FakePool(64)
+    for row, p in zip(req_pool_indices.tolist(), prefix_lens):
+        pool.k[req_to_token[row, :p].long()] = torch.randn(p, HKV, D, generator=gen)
+        pool.v[req_to_token[row, :p].long()] = torch.randn(p, HKV, D, generator=gen)
+    out_cache_loc = torch.cat([req_to_token[r, p : p + N] for r, p in zip(req_pool_indices.tolist(), prefix_lens)])
+    forward_batch = types.SimpleNamespace(
+        forward_mode=types.SimpleNamespace(is_target_verify=lambda: verify), req_pool_indices=req_pool_indices,
+        seq_lens=torch.tensor(prefix_lens, dtype=torch.int32), out_cache_loc=out_cache_loc.long())  # fmt: skip
+    return pool, req_to_token, forward_batch, bs
+
+
+def brute_force(q, pool, req_to_token, forward_batch, parents) -> torch.Tensor:
+    """Per node and head: softmax over its request's prefix keys and its own tree ancestors (itself included)."""
+    anc = ancestor_mask(parents, N - 1)
+    out = torch.empty(q.shape[0], HKV * GROUP, D, dtype=torch.float64)
+    for b, (row, p) in enumerate(zip(forward_batch.req_pool_indices.tolist(), forward_batch.seq_lens.tolist())):
+        for i in range(N):
+            keys = req_to_token[row, :p].tolist() + [int(req_to_token[row, p + j]) for j in range(N) if anc[b, i, j]]
+            for h in range(HKV * GROUP):
+                scores = pool.k[keys, h // GROUP].double() @ q[b * N + i, h].double() * D**-0.5
+                out[b * N + i, h] = torch.softmax(scores, 0) @ pool.v[keys, h // GROUP].double()
+    return out
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    monkeypatch.setattr(tva, "tree_attention", reference_kernel)
+    pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
+    backend = TritonAttnBackend(pool, req_to_token)
+    mask = tva.TreeMaskBuffer(capacity=4, budget=N, device="cpu")
+    tva.install_tree_verify_attention(backend, mask)
+    return backend, mask, pool, req_to_token, forward_batch, bs
+
+
+def test_verify_attends_to_the_prefix_and_the_ancestors(installed) -> None:
+    backend, mask, pool, req_to_token, forward_batch, bs = installed
+    parents = torch.tensor([[-1, 0, 0, 1, 3], [-1, 0, 1, 0, 2]])
+    mask.write(parents, max_depth=N - 1)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(bs * N, HKV * GROUP * D, generator=gen)
+    k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
+    out = backend.forward_extend(q, k, v, layer(), forward_batch)
+    assert backend.sglang_calls == 0 and type(backend).__name__ == "JetSpecTreeVerifyTritonAttnBackend"
+    assert torch.equal(pool.k[forward_batch.out_cache_loc], k.view(-1, HKV, D))  # the tree's KV, written first
+    want = brute_force(q.view(-1, HKV * GROUP, D), pool, req_to_token, forward_batch, parents)
+    torch.testing.assert_close(out.view(-1, HKV * GROUP, D).double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", [dict(sliding_window_size=128), dict(logit_cap=30.0), dict(k_scale=0.5),
+                                    dict(v_head_dim=32), dict(is_cross_attention=True), dict(xai_temperature_len=8),
+                                    dict(attn_type=types.SimpleNamespace(name="ENCODER_ONLY"))])  # fmt: skip
+def test_layers_the_kernel_does_not_cover_go_to_sglang(installed, change: dict) -> None:
+    backend, _, _, _, forward_batch, bs = installed
+    q = torch.zeros(bs * N, HKV * GROUP * D)
+    assert backend.forward_extend(q, q, q, layer(**change), forward_batch) == "sglang"
+
+
+def test_other_modes_and_extras_go_to_sglang(installed) -> None:
+    backend, _, _, _, forward_batch, bs = installed
+    q = torch.zeros(bs * N, HKV * GROUP * D)
+    assert backend.forward_extend(q, q, q, layer(), forward_batch, sinks=torch.zeros(4)) == "sglang"
+    assert backend.forward_extend(q.double(), q.double(), q.double(), layer(), forward_batch) == "sglang"  # no fp64 kernel
+    assert backend.forward_extend(q, None, None, layer(), forward_batch) == "sglang"
+    prefill = types.SimpleNamespace(**{**vars(forward_batch), "forward_mode": types.SimpleNamespace(is_target_verify=lambda: False)})
+    assert backend.forward_extend(q, q, q, layer(), prefill) == "sglang"
+    assert backend.sglang_calls == 4
+
+
+def test_mask_buffer_starts_as_lone_roots_and_keeps_its_address() -> None:
+    mask = tva.TreeMaskBuffer(capacity=3, budget=40, device="cpu")
+    address = mask.buffer.data_ptr()
+    assert mask.buffer.shape == (3, 40, 2)
+    assert mask.buffer[0, 33].tolist() == [0, 1 << 1] and mask.buffer[2, 0].tolist() == [1, 0]
+    chain = torch.arange(-1, 39)[None]  # node i under node i - 1: every earlier node is an ancestor
+    mask.write(chain, max_depth=39)
+    assert mask.buffer[0, 39].tolist() == [-1, (1 << 8) - 1] and mask.buffer[1, 39].tolist() == [0, 1 << 7]
+    assert mask.buffer.data_ptr() == address and mask.view(2).shape == (2, 40, 2)
+    with pytest.raises(ValueError, match="exceeds the tree-mask buffer"):
+        mask.view(4)
+
+
+def test_install_names_the_fix_for_other_backends(monkeypatch) -> None:
+    class FlashInferAttnBackend:
+        page_size = 1
+
+    with pytest.raises(ValueError, match="--attention-backend triton"):
+        tva.install_tree_verify_attention(FlashInferAttnBackend(), None)
+    backend = TritonAttnBackend(FakePool(1), torch.zeros(1, 1, dtype=torch.int32))
+    backend.page_size = 16
+    with pytest.raises(ValueError, match="--page-size 1"):
+        tva.install_tree_verify_attention(backend, None)
+
+
+def test_select_verify_attention(monkeypatch) -> None:
+    monkeypatch.delenv("JETSPEC_VERIFY_ATTENTION", raising=False)
+    assert tva.select_verify_attention() == "sglang"
+    monkeypatch.setenv("JETSPEC_VERIFY_ATTENTION", "tree")
+    assert tva.select_verify_attention() == "tree"
+    with pytest.raises(ValueError, match="must be one of"):
+        tva.select_verify_attention("flash")
