@@ -244,10 +244,14 @@ def smol_plain_outputs() -> list[list[int]]:
         server.close()
 
 
-@pytest.fixture(scope="module")
-def smol_jetspec(smol_head):
-    server = SGLangServer(SMOL, 30101, server_args(speculative_algorithm="JETSPEC", speculative_draft_model_path=smol_head,
-                                             speculative_num_draft_tokens=64))
+@pytest.fixture(scope="module", params=["non-overlap", "overlap"])
+def smol_jetspec(smol_head, request):
+    """A JETSPEC server, without and with overlap scheduling (``JETSPEC_OVERLAP=1``): every SmolLM2 test runs on both."""
+    overlap = request.param == "overlap"
+    server = SGLangServer(SMOL, 30101 + overlap, server_args(speculative_algorithm="JETSPEC",
+                                                             speculative_draft_model_path=smol_head,
+                                                             speculative_num_draft_tokens=64),
+                          env={"JETSPEC_OVERLAP": "1" if overlap else "0"})
     yield server
     server.close()
 

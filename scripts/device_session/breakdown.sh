@@ -24,7 +24,7 @@ PY
 python3 benchmark/dummy_shapes.py qwen3-8b /tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy
 
 smollm2() {
-  JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 300 python3 -m pytest -q -s -rA -k smollm2 \
+  JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 420 python3 -m pytest -q -s -rA -k smollm2 \
     test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1
   CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 600 python3 benchmark/step_breakdown.py --model $SMOL \
     --head /tmp/heads/random-4layer --vocab 49152 --batch-sizes 1 4 16 32 --new-tokens 128 \
