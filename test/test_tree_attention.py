@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from jetspec_sglang.kernels import tree_attention, tree_attention_reference, tree_mask_from_parents
-from jetspec_sglang.kernels.tree_attention import MAX_SPLITS, MERGE_WARPS, _tile_config, unpack_tree_mask
+from jetspec_sglang.kernels.tree_attention import MAX_SPLITS, MERGE_WARPS, _tile_config, build_tree_mask, unpack_tree_mask
 from jetspec_sglang.tree_layout import ancestor_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,9 +107,33 @@ def assert_accurate(result: dict) -> None:
     assert err <= 2 * baseline_err + 1e-6, f"error {err:.3g}, PyTorch's in the same dtype {baseline_err:.3g}"
 
 
-def run_cases() -> dict:
-    """``measure`` of every ``CASES`` entry on ``DEVICE``."""
+MASK_SIZES = (1, 2, 31, 32, 33, 100, 256)
+
+
+def mask_results() -> dict:
+    """Per N: whether ``build_tree_mask`` (Triton) equals ``tree_mask_from_parents`` (torch), written into a
+    caller's buffer: 3 random trees, one half lone roots (padding), at their true depth; and "chain 40",
+    each node under the previous one (40 hops, bit 31 set)."""
+    cases = {}
+    for seed, n in enumerate(MASK_SIZES):
+        parents = random_parents(torch.Generator().manual_seed(seed), 3, n)
+        parents[1, n // 2 :] = -1
+        cases[str(n)] = parents
+    cases["chain 40"] = torch.arange(-1, 39)[None]
     results = {}
+    for name, parents in cases.items():
+        n = parents.shape[1]
+        depth = int(ancestor_mask(parents, n - 1).sum(-1).max()) - 1  # hops from the deepest node to its root
+        parents = parents.to(DEVICE)
+        out = torch.full((parents.shape[0], n, (n + 31) // 32), 7, dtype=torch.int32, device=DEVICE)
+        got = build_tree_mask(parents, depth, out=out)
+        results[name] = got is out and torch.equal(got, tree_mask_from_parents(parents, n - 1))
+    return results
+
+
+def run_cases() -> dict:
+    """``measure`` of every ``CASES`` entry on ``DEVICE``, and ``mask_results`` under "tree masks"."""
+    results = {"tree masks": mask_results()}
     for seed, (name, case) in enumerate(CASES.items()):
         case = dict(case)
         num_splits, max_prefix_len = case.pop("num_splits", None), case.pop("max_prefix_len", None)
@@ -179,10 +203,21 @@ def test_matches_reference(case_results: dict, name: str) -> None:
     assert_accurate(case_results[name])
 
 
+@needs_triton
+@pytest.mark.parametrize("name", [*map(str, MASK_SIZES), "chain 40"])
+def test_tree_mask_kernel_matches_the_torch_masks(case_results: dict, name: str) -> None:
+    assert case_results["tree masks"][name]
+
+
+def test_tree_mask_kernel_rejects_a_wrong_buffer() -> None:
+    with pytest.raises(ValueError, match="out must be a contiguous int32"):
+        build_tree_mask(torch.full((2, 40), -1), 39, out=torch.zeros(2, 40, 1, dtype=torch.int32))
+
+
 # The kernels' argument types, for compiling them without a launch; unlisted arguments are i32.
 ARG_TYPES = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "part_acc": "*fp32", "part_m": "*fp32",
              "part_l": "*fp32", "req_to_token": "*i32", "req_pool_indices": "*i64", "prefix_lens": "*i32",
-             "tree_mask": "*i32", "qk_scale": "fp32"}  # fmt: skip
+             "tree_mask": "*i32", "qk_scale": "fp32", "parents": "*i64", "out": "*i32"}  # fmt: skip
 
 
 def compile_for_sm90(kernel, constexprs: dict, data: str = "bf16", **options) -> None:
@@ -209,6 +244,13 @@ def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split:
     compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
         compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
+
+
+@needs_triton
+def test_tree_mask_kernel_compiles_for_hopper() -> None:
+    from jetspec_sglang.kernels import tree_attention_triton as kernels
+
+    compile_for_sm90(kernels.tree_mask_rows, dict(WORDS=8), num_warps=1)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 100])

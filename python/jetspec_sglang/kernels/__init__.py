@@ -4,9 +4,11 @@ Triton ones imported with triton on their first call, so this package imports wi
 Each op has one PyTorch reference: ``build_tree_fused`` is ``tree.build_tree_reference``
 followed by ``sglang.lineage.encode_lineage``; ``build_verify_inputs_fused`` is
 ``tree_layout.eagle_verify_inputs``; ``tree_attention`` is
-``tree_attention_reference``, beside it in ``tree_attention.py``.
+``tree_attention_reference``, beside it in ``tree_attention.py``, and ``build_tree_mask`` (its
+ancestor bitmask in one launch) is ``tree_mask_from_parents``.
 """
 
+from .tree_attention import build_tree_mask as build_tree_mask
 from .tree_attention import tree_attention as tree_attention
 from .tree_attention import tree_attention_reference as tree_attention_reference
 from .tree_attention import tree_mask_from_parents as tree_mask_from_parents
@@ -18,6 +20,7 @@ from .verify_inputs import verify_mask_numel as verify_mask_numel
 
 __all__ = [
     "build_tree_fused",
+    "build_tree_mask",
     "build_verify_inputs_fused",
     "empty_tree_outputs",
     "empty_verify_inputs",

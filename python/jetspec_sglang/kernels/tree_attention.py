@@ -15,6 +15,7 @@ attention runs). This module imports torch only; triton is imported on the first
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional
 
 import torch
@@ -53,6 +54,31 @@ def tree_mask_from_parents(parents: Tensor, max_depth: int) -> Tensor:
     # Bit k weighs 2**k; bit 31 weighs -2**31, so the int32 sum is the two's-complement word.
     weights = torch.tensor([1 << k for k in range(31)] + [-(1 << 31)], dtype=torch.int32, device=anc.device)
     return (bits.view(bs, n, words, 32) * weights).sum(dim=3, dtype=torch.int32)
+
+
+def build_tree_mask(parents: Tensor, max_depth: int, out: Optional[Tensor] = None) -> Tensor:
+    """``tree_mask_from_parents`` in one Triton launch on a GPU (the torch version takes ~9 launches per
+    depth level), written into ``out`` (``[bs, N, ceil(N / 32)]`` int32, e.g. a CUDA graph's static
+    buffer) when given. Elsewhere it is ``tree_mask_from_parents``.
+    """
+    bs, n = parents.shape
+    words = (n + 31) // 32
+    if out is None:
+        out = torch.empty(bs, n, words, dtype=torch.int32, device=parents.device)
+    elif out.shape != (bs, n, words) or out.dtype != torch.int32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous int32 {(bs, n, words)}, got {out.dtype} {tuple(out.shape)}")
+    if parents.device.type != "cuda" and not _interpreting():
+        return out.copy_(tree_mask_from_parents(parents, max_depth))
+    from . import tree_attention_triton as kernels  # imports triton
+
+    kernels.tree_mask_rows[(bs * n,)](parents.contiguous(), out, n, words, max_depth,
+                                      WORDS=_next_power_of_2(words))  # fmt: skip
+    return out
+
+
+def _interpreting() -> bool:
+    """Whether Triton kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, the CPU tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def unpack_tree_mask(tree_mask: Tensor) -> Tensor:

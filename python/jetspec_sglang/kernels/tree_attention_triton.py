@@ -126,3 +126,20 @@ def merge_splits(
     weight = tl.math.exp2(m_s - tl.max(m_s, 0))
     o = tl.sum(acc_s * weight[:, None], 0) / tl.sum(l_s * weight, 0)
     tl.store(O + token * stride_ot + head * stride_oh + dims, o.to(O.dtype.element_ty))
+
+
+@triton.jit
+def tree_mask_rows(parents, out, num_nodes, mask_words, max_depth, WORDS: tl.constexpr):
+    """One program per tree row (request b, node i): walk up to ``max_depth`` parent hops from i and set
+    bit j % 32 of word j // 32 for i and every ancestor j. ``parents`` is ``[bs, N]`` (-1 at roots)."""
+    row = tl.program_id(0)
+    base = (row // num_nodes) * num_nodes
+    word_ids = tl.arange(0, WORDS)
+    node = (row % num_nodes).to(tl.int64)
+    words = tl.zeros([WORDS], dtype=tl.int32)
+    for _ in range(max_depth + 1):
+        on = node >= 0
+        bit = tl.full([WORDS], 1, tl.int32) << (node % 32).to(tl.int32)
+        words = words | tl.where(on & (word_ids == node // 32), bit, 0)
+        node = tl.load(parents + base + node, mask=on, other=-1).to(tl.int64)
+    tl.store(out + row.to(tl.int64) * mask_words + word_ids, words, mask=word_ids < mask_words)

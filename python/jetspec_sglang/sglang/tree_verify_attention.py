@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..kernels.tree_attention import DTYPES, HEAD_DIMS, tree_attention, tree_mask_from_parents
+from ..kernels.tree_attention import DTYPES, HEAD_DIMS, build_tree_mask, tree_attention, tree_mask_from_parents
 
 CHOICES = ("sglang", "tree")
 
@@ -51,8 +51,8 @@ class TreeMaskBuffer:
         self.budget = budget
 
     def write(self, parents: Tensor, max_depth: int) -> None:
-        """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1``."""
-        self.buffer[: parents.shape[0]].copy_(tree_mask_from_parents(parents, max_depth))
+        """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1`` (one launch on a GPU)."""
+        build_tree_mask(parents, max_depth, out=self.view(parents.shape[0]))
 
     def view(self, bs: int) -> Tensor:
         if bs > self.buffer.shape[0]:
