@@ -238,7 +238,7 @@ def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split:
     """The interpreter never runs Triton's compiler; this builds the kernels for sm_90 (no GPU needed)."""
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
-    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows)
+    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows, 4 if data == "fp32" else 2)
     constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
                       DOT_PRECISION="ieee" if data == "fp32" else "tf32")
     compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)

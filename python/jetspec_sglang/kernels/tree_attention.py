@@ -198,7 +198,7 @@ def tree_attention(
 
     total_q, num_q_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
-    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, n * group)
+    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, n * group, q.element_size())
     row_tiles = _cdiv(n * group, block_m)
     if num_splits is None:
         programs = row_tiles * bs * num_kv_heads
@@ -228,15 +228,17 @@ def tree_attention(
     return out
 
 
-def _tile_config(head_dim: int, rows: int) -> tuple[int, int, int, int]:
+def _tile_config(head_dim: int, rows: int, element_size: int = 2) -> tuple[int, int, int, int]:
     """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for ``rows = N * group`` query rows per kv head.
 
-    128 x 64 tiles as in Triton's flash-attention tutorial; 64 x 32 at head_dim 256 to fit shared
-    memory and registers; ``BLOCK_M`` shrinks (to 16, tl.dot's minimum) for small trees.
+    128 x 64 tiles as in Triton's flash-attention tutorial; 64 x 32 at head_dim 256, and for float32
+    inputs (twice the bytes per tile), to fit shared memory and registers; ``BLOCK_M`` shrinks (to 16,
+    tl.dot's minimum) for small trees.
     """
-    block_m = min(64 if head_dim == 256 else 128, max(16, _next_power_of_2(rows)))
-    block_n = 32 if head_dim == 256 else 64
-    return block_m, block_n, 8 if block_m == 128 or head_dim == 256 else 4, 2 if head_dim == 256 else 3
+    small = head_dim == 256 or element_size > 2
+    block_m = min(64 if small else 128, max(16, _next_power_of_2(rows)))
+    block_n = 32 if small else 64
+    return block_m, block_n, 8 if block_m == 128 or small else 4, 2 if small else 3
 
 
 @functools.cache
