@@ -22,8 +22,8 @@ from jetspec_sglang.tree_layout import ancestor_mask
 HKV, GROUP, D, N = 2, 2, 64, 5
 
 
-class FakePool:
-    """SGLang's KV pool calls the mixin makes, over plain tensors (page_size 1)."""
+class MHATokenToKVPool:
+    """Stand-in for SGLang's KV pool: the calls the mixin makes, over plain tensors (page_size 1)."""
 
     def __init__(self, slots: int) -> None:
         self.k = torch.full((slots, HKV, D), float("nan"))
@@ -43,7 +43,7 @@ class FakePool:
 class TritonAttnBackend:
     """Stand-in for SGLang's backend: its attribute names, and a forward_extend that records calls."""
 
-    def __init__(self, pool: FakePool, req_to_token: torch.Tensor) -> None:
+    def __init__(self, pool: MHATokenToKVPool, req_to_token: torch.Tensor) -> None:
         self.token_to_kv_pool, self.req_to_token, self.max_context_len, self.page_size = pool, req_to_token, 64, 1
         self.sglang_calls = 0
 
@@ -72,7 +72,7 @@ def verify_batch(prefix_lens: list[int], verify: bool = True):
     bs = len(prefix_lens)
     req_to_token = torch.randperm(64, generator=gen).to(torch.int32).view(4, 16)
     req_pool_indices = torch.tensor([2, 0])
-    pool = FakePool(64)
+    pool = MHATokenToKVPool(64)
     for row, p in zip(req_pool_indices.tolist(), prefix_lens):
         pool.k[req_to_token[row, :p].long()] = torch.randn(p, HKV, D, generator=gen)
         pool.v[req_to_token[row, :p].long()] = torch.randn(p, HKV, D, generator=gen)
@@ -159,9 +159,13 @@ def test_install_names_the_fix_for_other_backends(monkeypatch) -> None:
 
     with pytest.raises(ValueError, match="--attention-backend triton"):
         tva.install_tree_verify_attention(FlashInferAttnBackend(), None)
-    backend = TritonAttnBackend(FakePool(1), torch.zeros(1, 1, dtype=torch.int32))
+    backend = TritonAttnBackend(MHATokenToKVPool(1), torch.zeros(1, 1, dtype=torch.int32))
     backend.page_size = 16
     with pytest.raises(ValueError, match="--page-size 1"):
+        tva.install_tree_verify_attention(backend, None)
+    backend.page_size = 1
+    backend._translate_kv_loc = lambda loc: loc  # a unified pool: slots are not token indices
+    with pytest.raises(ValueError, match="plain MHA KV pool"):
         tva.install_tree_verify_attention(backend, None)
 
 

@@ -71,6 +71,10 @@ def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
                          "unset it or switch the backend")
     if getattr(backend, "page_size", 1) != 1:
         raise ValueError("JETSPEC_VERIFY_ATTENTION=tree needs --page-size 1")
+    pool = type(backend.token_to_kv_pool).__name__
+    if pool != "MHATokenToKVPool" or getattr(backend, "_translate_kv_loc", None) is not None:
+        raise ValueError(f"JETSPEC_VERIFY_ATTENTION=tree needs SGLang's plain MHA KV pool (slot = token index), "
+                         f"not {pool}; unset it for this model")
     backend.__class__ = _tree_verify_class(type(backend))
     backend.jetspec_tree_mask = mask
 
