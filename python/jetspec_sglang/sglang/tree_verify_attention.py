@@ -85,7 +85,11 @@ def _tree_verify_class(base: type) -> type:
 
 
 class TreeVerifyAttention:
-    """Mixin over an SGLang attention backend: TARGET_VERIFY through ``tree_attention``."""
+    """Mixin over an SGLang attention backend: TARGET_VERIFY through ``tree_attention``.
+
+    Wraps sglang 0.5.17's ``sglang.srt.layers.attention.triton_backend.TritonAttnBackend.forward_extend``
+    (same signature); the KV write mirrors its ``_set_kv_buffer`` for a plain MHA pool without DCP.
+    """
 
     jetspec_tree_mask: TreeMaskBuffer
 
