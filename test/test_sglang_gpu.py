@@ -62,10 +62,10 @@ def tiny_prompts(n: int, seed: int) -> list[list[int]]:
 
 
 def run_engine(model: str, calls: list[list[list[int]]], sampling: dict, **kwargs) -> list[list[dict]]:
-    """One ``sglang.Engine``; each call is one offline batch, run in order."""
+    """One ``sglang.Engine`` (``COMMON`` settings, overridden by ``kwargs``); each call is one offline batch."""
     import sglang
 
-    engine = sglang.Engine(model_path=model, skip_tokenizer_init=True, **COMMON, **kwargs)
+    engine = sglang.Engine(model_path=model, skip_tokenizer_init=True, **{**COMMON, **kwargs})
     try:
         return [engine.generate(input_ids=prompts, sampling_params=sampling) for prompts in calls]
     finally:
@@ -160,6 +160,30 @@ def test_tiny_radix_reuse_keeps_outputs(tiny_runs) -> None:
     for again, first in zip(repeat, spec):
         assert again["meta_info"]["cached_tokens"] > 0, "the repeat should hit the radix cache"
         assert again["output_ids"] == first["output_ids"]
+
+
+def test_tiny_fp32_sampling_keeps_the_target_distribution(tiny_models) -> None:
+    """T = 1: each of the first speculative tokens (positions 1-3; position 0 comes from prefill) has the
+    same law under JETSPEC as under plain SGLang: a two-sample chi-square test per position over 4000
+    samples each, rare tokens pooled, p > 1e-3. JETSPEC feeds its tree to SGLang's tree sampling."""
+    from scipy.stats import chi2_contingency
+
+    target, head = tiny_models
+    prompts = tiny_prompts(1, seed=5) * 4000
+    sampling = {"temperature": 1.0, "max_new_tokens": 4, "ignore_eos": True}
+    batch = dict(dtype="float32", max_running_requests=64)
+    (plain,) = run_engine(target, [prompts], sampling, **batch)
+    (spec,) = run_engine(target, [prompts], sampling, **batch, disable_overlap_schedule=True,
+                         speculative_algorithm="JETSPEC", speculative_draft_model_path=head, **TREE)
+    for position in (1, 2, 3):
+        counts = torch.zeros(2, TINY_VOCAB, dtype=torch.int64)
+        for row, outs in enumerate((plain, spec)):
+            counts[row] += torch.bincount(torch.tensor([o["output_ids"][position] for o in outs]), minlength=TINY_VOCAB)
+        common = counts.sum(0) >= 20
+        table = torch.cat([counts[:, common], counts[:, ~common].sum(1, keepdim=True)], dim=1)
+        table = table[:, table.sum(0) > 0]
+        p_value = chi2_contingency(table.numpy()).pvalue if table.shape[1] > 1 else 1.0
+        assert p_value > 1e-3, (position, table.tolist(), p_value)
 
 
 def test_tiny_overlap_steps_never_sync_the_host(tiny_models, tmp_path) -> None:
