@@ -10,7 +10,8 @@ Unset flags come from the head's ``config.json`` (``jetspec_config.{budget,topk,
 if present, else budget 64, topk 8, depth ``block_size - 1``). ``validate_server_args``
 runs in SGLang's main process inside ``ServerArgs.__post_init__``; what it
 decides travels to the schedulers only through ``server_args`` fields.
-Overlap scheduling stays off unless ``JETSPEC_OVERLAP=1`` (experimental).
+Overlap scheduling stays off unless ``JETSPEC_OVERLAP=1``: lossless on the H200 (fp32 test), but
+slower than without at bs 1 and faster only at bs 32 so far (``benchmark/results/step_breakdown_h200``).
 This module imports no sglang so it can be tested on CPUs.
 """
 
@@ -122,8 +123,8 @@ def validate_server_args(server_args: Any) -> TreeSettings:
         sa.speculative_draft_attention_backend = _target_attention_backend(sa)
     sa.enable_mixed_chunk = False
     if not sa.disable_overlap_schedule and not overlap_requested():
-        logger.info("JETSPEC runs with --disable-overlap-schedule (overlap scheduling is experimental: "
-                    "JETSPEC_OVERLAP=1 keeps it on)")
+        logger.info("JETSPEC runs with --disable-overlap-schedule (overlap scheduling is opt-in, faster only at "
+                    "large batches so far: JETSPEC_OVERLAP=1 keeps it on)")
         sa.disable_overlap_schedule = True
     if sa.max_running_requests is None:
         sa.max_running_requests = DEFAULT_MAX_RUNNING_REQUESTS
@@ -131,7 +132,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
 
 
 def overlap_requested() -> bool:
-    """Whether ``JETSPEC_OVERLAP=1`` asks for overlap scheduling (experimental until shown lossless on a GPU)."""
+    """Whether ``JETSPEC_OVERLAP=1`` asks for overlap scheduling (opt-in; see the module docstring)."""
     return os.environ.get("JETSPEC_OVERLAP", "0") == "1"
 
 
