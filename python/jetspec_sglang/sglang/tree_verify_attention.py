@@ -48,7 +48,11 @@ class TreeMaskBuffer:
     def __init__(self, capacity: int, budget: int, device: torch.device | str) -> None:
         roots = torch.full((capacity, budget), -1, dtype=torch.int64, device=device)
         self.buffer = tree_mask_from_parents(roots, max_depth=1)
-        self.budget = budget
+
+    @property
+    def budget(self) -> int:
+        """``N``, tree nodes per request."""
+        return self.buffer.shape[1]
 
     def write(self, parents: Tensor, max_depth: int) -> None:
         """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1`` (one launch on a GPU)."""
