@@ -9,6 +9,9 @@
 [ -d /tmp/wheels ] || { echo "cold machine: stage again"; exit 9; }
 source scripts/device_session/common.sh
 SMOL_GPU=${SMOL_GPU:-0} QWEN_GPU=${QWEN_GPU:-0}
+# The configurations each model runs (override to shorten a lease).
+SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:64 jetspec:128 jetspec-overlap:128 jetspec-fused:128 jetspec-tree:128}
+QWEN_CONFIGS=${QWEN_CONFIGS:-plain ngram jetspec:16 jetspec:128 jetspec-fused:128 jetspec-tree:16 jetspec-tree:128}
 mkdir -p /tmp/res && rm -f /tmp/res/breakdown.done
 python3 - <<'PY'
 import json, torch
@@ -28,13 +31,13 @@ smollm2() {
     test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1
   CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 660 python3 benchmark/step_breakdown.py --model $SMOL \
     --head /tmp/heads/random-4layer --vocab 49152 --batch-sizes 1 4 16 32 --new-tokens 128 \
-    --configs plain jetspec:16 jetspec:64 jetspec:128 jetspec-overlap:128 jetspec-fused:128 jetspec-tree:128 \
+    --configs $SMOL_CONFIGS \
     --trace 40:16 --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
 }
 qwen3_8b_dummy() {
   CUDA_VISIBLE_DEVICES=$QWEN_GPU timeout 900 python3 benchmark/step_breakdown.py --model /tmp/models/qwen3-8b-dummy \
     --head /tmp/heads/qwen3-8b-dummy --load-format dummy --vocab 151000 --batch-sizes 1 4 16 32 --new-tokens 128 \
-    --configs plain ngram jetspec:16 jetspec:128 jetspec-fused:128 jetspec-tree:16 jetspec-tree:128 --mem-fraction 0.6 --port 31300 \
+    --configs $QWEN_CONFIGS --mem-fraction 0.6 --port 31300 \
     --out /tmp/res/step_breakdown_qwen3_8b_dummy > /tmp/res/step_breakdown_qwen3_8b_dummy.out 2>&1
 }
 if [ "$QWEN_GPU" != "$SMOL_GPU" ]; then qwen3_8b_dummy & smollm2; wait; else smollm2; qwen3_8b_dummy; fi
