@@ -14,7 +14,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec:64") == {}
     assert algorithm_env("jetspec-overlap:64") == {"JETSPEC_OVERLAP": "1"}
     assert algorithm_env("jetspec-tree:64") == {"JETSPEC_VERIFY_ATTENTION": "tree"}
-    assert algorithm_env("jetspec-fused:64") == {"JETSPEC_VERIFY_INPUTS": "fused"}
+    assert algorithm_env("jetspec-sglang-inputs:64") == {"JETSPEC_VERIFY_INPUTS": "sglang"}
 
 
 def test_baselines() -> None:

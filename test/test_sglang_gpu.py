@@ -106,9 +106,9 @@ def tiny_overlap_runs(tiny_models, tiny_plain):
 
 
 @pytest.fixture(scope="module")
-def tiny_fused_verify_runs(tiny_models, tiny_plain):
-    """The same with verify inputs from our kernel instead of SGLang's (``JETSPEC_VERIFY_INPUTS=fused``)."""
-    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_INPUTS="fused"))
+def tiny_sglang_verify_input_runs(tiny_models, tiny_plain):
+    """The same with verify inputs from SGLang's tree kernel instead of ours (``JETSPEC_VERIFY_INPUTS=sglang``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_INPUTS="sglang"))
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,8 @@ def test_tiny_fp32_overlap_is_token_identical_and_reuses_radix(tiny_overlap_runs
     assert_identical_with_radix_repeat(tiny_overlap_runs)
 
 
-def test_tiny_fp32_fused_verify_inputs_are_token_identical(tiny_fused_verify_runs) -> None:
-    assert_identical_with_radix_repeat(tiny_fused_verify_runs)
+def test_tiny_fp32_sglang_verify_inputs_are_token_identical(tiny_sglang_verify_input_runs) -> None:
+    assert_identical_with_radix_repeat(tiny_sglang_verify_input_runs)
 
 
 def test_tiny_fp32_tree_attention_is_token_identical(tiny_tree_attention_runs) -> None:

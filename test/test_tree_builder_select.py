@@ -53,10 +53,13 @@ def test_unknown_builder_is_rejected(monkeypatch) -> None:
         select_tree_builder(budget=9, lineage_topk=4)
 
 
-def test_verify_inputs_default_to_sglang_and_fused_needs_the_fused_builder(monkeypatch, caplog) -> None:
+def test_verify_inputs_default_to_fused_which_needs_the_fused_builder(monkeypatch, caplog) -> None:
     monkeypatch.delenv("JETSPEC_VERIFY_INPUTS", raising=False)
-    assert select_verify_inputs("fused") == "sglang"
-    assert select_verify_inputs("fused", "fused") == "fused"
+    assert select_verify_inputs("fused") == "fused"
+    assert select_verify_inputs("fused", "sglang") == "sglang"
+    with caplog.at_level(logging.WARNING):
+        assert select_verify_inputs("torch") == "sglang"  # the default falls back quietly
+    assert "needs the fused tree builder" not in caplog.text
     with caplog.at_level(logging.WARNING):
         assert select_verify_inputs("torch", "fused") == "sglang"
     assert "needs the fused tree builder" in caplog.text

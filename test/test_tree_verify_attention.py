@@ -10,6 +10,7 @@ test ``test_tiny_fp32_tree_attention_is_token_identical`` runs it inside a real 
 
 from __future__ import annotations
 
+import abc
 import types
 
 import pytest
@@ -40,7 +41,11 @@ class MHATokenToKVPool:
         return self.v
 
 
-class TritonAttnBackend:
+class AttentionBackend(abc.ABC):
+    """Stand-in for SGLang's abstract base (an ABC: instances of its subclasses refuse a ``__class__`` swap)."""
+
+
+class TritonAttnBackend(AttentionBackend):
     """Stand-in for SGLang's backend: its attribute names, and a forward_extend that records calls."""
 
     def __init__(self, pool: MHATokenToKVPool, req_to_token: torch.Tensor) -> None:
@@ -114,7 +119,7 @@ def test_verify_attends_to_the_prefix_and_the_ancestors(installed) -> None:
     q = torch.randn(bs * N, HKV * GROUP * D, generator=gen)
     k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
     out = backend.forward_extend(q, k, v, layer(), forward_batch)
-    assert backend.sglang_calls == 0 and type(backend).__name__ == "JetSpecTreeVerifyTritonAttnBackend"
+    assert backend.sglang_calls == 0 and isinstance(backend.forward_extend, tva.TreeVerifyForwardExtend)
     assert torch.equal(pool.k[forward_batch.out_cache_loc], k.view(-1, HKV, D))  # the tree's KV, written first
     want = brute_force(q.view(-1, HKV * GROUP, D), pool, req_to_token, forward_batch, parents)
     torch.testing.assert_close(out.view(-1, HKV * GROUP, D).double(), want, rtol=1e-5, atol=1e-5)

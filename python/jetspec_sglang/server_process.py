@@ -19,7 +19,7 @@ JETSPEC_VARIANTS = {
     "jetspec": {},
     "jetspec-overlap": {"JETSPEC_OVERLAP": "1"},  # overlap-scheduled
     "jetspec-tree": {"JETSPEC_VERIFY_ATTENTION": "tree"},  # verify attention from our tree kernel
-    "jetspec-fused": {"JETSPEC_VERIFY_INPUTS": "fused"},  # verify inputs from our kernel, not SGLang's
+    "jetspec-sglang-inputs": {"JETSPEC_VERIFY_INPUTS": "sglang"},  # verify inputs from SGLang's tree kernel
 }
 
 

@@ -5,13 +5,15 @@
 # Per-step cost does not depend on head quality, so no trained head is needed. On a 4-GPU machine
 # stage3_train_test.sh starts this in the background (SMOL_GPU=1 QWEN_GPU=2, beside the tests on GPU 0
 # and the recipe on GPU 3); alone it runs both parts on GPU 0, one after the other (~12 min).
-# Results go to /tmp/res (measure.sh or collect.sh send them back); /tmp/res/breakdown.done marks the end.
+# SMOL_TESTS=0 skips the SmolLM2 GPU tests (another GPU runs them); SMOL_TRACE=W:K adds the host trace
+# (step_breakdown.py --trace; it slows the traced configurations, so not in timing runs).
+# Results go to /tmp/res (wait_all.sh or wait_for_head.sh send them back); /tmp/res/breakdown.done marks the end.
 [ -d /tmp/wheels ] || { echo "cold machine: stage again"; exit 9; }
 source scripts/device_session/common.sh
 SMOL_GPU=${SMOL_GPU:-0} QWEN_GPU=${QWEN_GPU:-0}
 # The configurations each model runs (override to shorten a lease).
-SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:64 jetspec:128 jetspec-overlap:128 jetspec-fused:128 jetspec-tree:128}
-QWEN_CONFIGS=${QWEN_CONFIGS:-plain ngram jetspec:16 jetspec:128 jetspec-fused:128 jetspec-tree:16 jetspec-tree:128}
+SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-sglang-inputs:128 jetspec-tree:128 jetspec-overlap:128}
+QWEN_CONFIGS=${QWEN_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-tree:128}
 mkdir -p /tmp/res && rm -f /tmp/res/breakdown.done
 python3 - <<'PY'
 import json, torch
@@ -27,12 +29,12 @@ PY
 python3 benchmark/dummy_shapes.py qwen3-8b /tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy
 
 smollm2() {
-  JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 420 python3 -m pytest -q -s -rA -k smollm2 \
-    test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1
+  [ "${SMOL_TESTS:-1}" = 1 ] && JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 420 python3 -m pytest -q \
+    -s -rA -k smollm2 test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1
   CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 660 python3 benchmark/step_breakdown.py --model $SMOL \
     --head /tmp/heads/random-4layer --vocab 49152 --batch-sizes 1 4 16 32 --new-tokens 128 \
     --configs $SMOL_CONFIGS \
-    --trace 40:16 --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
+    ${SMOL_TRACE:+--trace $SMOL_TRACE} --out /tmp/res/step_breakdown_smollm2 > /tmp/res/step_breakdown_smollm2.out 2>&1
 }
 qwen3_8b_dummy() {
   CUDA_VISIBLE_DEVICES=$QWEN_GPU timeout 900 python3 benchmark/step_breakdown.py --model /tmp/models/qwen3-8b-dummy \

@@ -1,17 +1,12 @@
 # carry: .devwork/m3 .devwork/data [.devwork/head]
 # Starts the recipe, or with the committed head the tree-attention grid (last GPU) and, on 4 GPUs, breakdown.sh (GPUs 1, 2) in the background; tests on GPU 0.
 source scripts/device_session/common.sh
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .devwork/data/*.whl 2>&1 | grep -v "root\|Target" ; true
-mkdir -p /tmp/prompts && cp .devwork/data/*.jsonl.gz /tmp/prompts/
-python3 scripts/assemble_model.py .devwork/m3 --out $SMOL | tail -1 || exit 1
-# Long jobs run from a copy (later calls re-sync the checkout), in their own session (they outlive the call).
-rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.devwork -cf - . | tar -xf - -C /tmp/repo
+source scripts/device_session/install_inputs.sh
+# Long jobs run from /tmp/repo, in their own session (they outlive the call).
 if [ -f .devwork/head/model.safetensors ] && [ -z "${JETSPEC_TRAIN:-}" ]; then
   # The committed reference head (parked by park_head.sh, carried in .devwork/head): no recipe. On several
   # GPUs the last one runs the whole tree-attention grid instead.
-  mkdir -p $HEAD && cp benchmark/artifacts/smollm2-135m-jetspec/config.json .devwork/head/model.safetensors $HEAD/
   echo "reference_head: the committed head, installed in $HEAD (recipe skipped; JETSPEC_TRAIN=1 runs it)" | tee /tmp/pipeline.log
-  mkdir -p /tmp/res
   if [ "$NGPU" -gt 1 ]; then  # the kernels' GPU tests, then the tree-attention grid, on the last GPU
     KERNEL_TESTS_GPU=$TRAIN_GPU
     ( cd /tmp/repo && CUDA_VISIBLE_DEVICES=$TRAIN_GPU setsid nohup bash -c "timeout 400 python3 -m pytest -q -rA \

@@ -6,7 +6,7 @@ kernel is one launch of about 20 us; the torch builder is a few hundred small
 launches (about 4 ms eager on an H200, see benchmark/results/tree_build_h200/).
 
 ``JETSPEC_TREE_BUILDER`` picks it (and ``JETSPEC_VERIFY_INPUTS`` how SGLang's verify inputs are
-made from the tree, see ``verify_input``): ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
+made from the tree, see ``verify_input``; both default to ``fused``): ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
 when the worker starts (about a minute the first time, then cached); where that
 fails (no nvcc, or an install without the ``csrc/`` sources) the worker logs why
 and falls back to ``torch``, which can also be asked for directly.
@@ -61,15 +61,18 @@ def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = 
 
 
 def select_verify_inputs(tree_builder: str, choice: Optional[str] = None) -> str:
-    """How verify inputs are made: ``$JETSPEC_VERIFY_INPUTS`` or ``sglang``; ``fused`` needs the fused builder.
+    """How verify inputs are made: ``$JETSPEC_VERIFY_INPUTS`` or ``fused``; ``fused`` needs the fused builder.
 
     See ``verify_input``. ``fused`` with the torch builder (the extension did not build) falls back
-    to ``sglang`` with a warning.
+    to ``sglang``, with a warning where ``fused`` was asked for by name.
     """
-    choice = choice or os.environ.get("JETSPEC_VERIFY_INPUTS", "sglang")
+    asked = choice or os.environ.get("JETSPEC_VERIFY_INPUTS")
+    choice = asked or "fused"
     if choice not in VERIFY_INPUTS:
         raise ValueError(f"JETSPEC_VERIFY_INPUTS must be one of {VERIFY_INPUTS}, got {choice!r}")
     if choice == "fused" and tree_builder != "fused":
-        logger.warning("JETSPEC: JETSPEC_VERIFY_INPUTS=fused needs the fused tree builder; using SGLang's tree kernel")
+        if asked:
+            logger.warning("JETSPEC: JETSPEC_VERIFY_INPUTS=fused needs the fused tree builder; "
+                           "using SGLang's tree kernel")
         return "sglang"
     return choice

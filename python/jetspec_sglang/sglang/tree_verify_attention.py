@@ -7,9 +7,9 @@ and the tree part under a compact ``[N, ceil(N / 32)]`` ancestor bitmask.
 
 - ``TreeMaskBuffer``: the bitmask, in one static buffer the worker rewrites before each
   verify, so CUDA graphs captured over it replay with the new tree.
-- ``install_tree_verify_attention``: turns the target's attention backend instance into a
-  thin subclass whose ``forward_extend`` serves TARGET_VERIFY with our kernel, layer by
-  layer where the layer is plain causal attention, and defers to SGLang otherwise.
+- ``install_tree_verify_attention``: gives the target's attention backend instance a
+  ``forward_extend`` that serves TARGET_VERIFY with our kernel, layer by layer where the
+  layer is plain causal attention, and defers to SGLang's otherwise.
   The draft head's backend is left alone.
 
 SGLang still builds its own verify mask (the verify inputs need it for other backends).
@@ -18,7 +18,6 @@ Skipping that is the next step once this path is measured faster.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Optional
 
@@ -67,6 +66,8 @@ class TreeMaskBuffer:
 def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
     """Serve ``backend``'s TARGET_VERIFY attention with the tree kernel, reading ``mask``.
 
+    Only this backend instance changes: its ``forward_extend`` becomes a ``TreeVerifyForwardExtend``
+    (an instance attribute, which ``AttentionBackend.forward`` finds before the class's method).
     Raises ``ValueError`` naming the fix where the backend cannot take it.
     """
     name = type(backend).__name__
@@ -79,46 +80,44 @@ def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
     if pool != "MHATokenToKVPool" or getattr(backend, "_translate_kv_loc", None) is not None:
         raise ValueError(f"JETSPEC_VERIFY_ATTENTION=tree needs SGLang's plain MHA KV pool (slot = token index), "
                          f"not {pool}; unset it for this model")
-    backend.__class__ = _tree_verify_class(type(backend))
-    backend.jetspec_tree_mask = mask
+    backend.forward_extend = TreeVerifyForwardExtend(backend, mask)
 
 
-@functools.cache
-def _tree_verify_class(base: type) -> type:
-    return type(f"JetSpecTreeVerify{base.__name__}", (TreeVerifyAttention, base), {})
-
-
-class TreeVerifyAttention:
-    """Mixin over an SGLang attention backend: TARGET_VERIFY through ``tree_attention``.
+class TreeVerifyForwardExtend:
+    """A backend's ``forward_extend`` with TARGET_VERIFY through ``tree_attention``.
 
     Wraps sglang 0.5.17's ``sglang.srt.layers.attention.triton_backend.TritonAttnBackend.forward_extend``
-    (same signature); the KV write mirrors its ``_set_kv_buffer`` for a plain MHA pool without DCP.
+    (same signature), which every other call goes to; the KV write mirrors its ``_set_kv_buffer`` for a
+    plain MHA pool without DCP.
     """
 
-    jetspec_tree_mask: TreeMaskBuffer
+    def __init__(self, backend: Any, mask: TreeMaskBuffer) -> None:
+        self.backend = backend
+        self.mask = mask
+        self.sglang_forward_extend = backend.forward_extend
 
-    def forward_extend(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
-                       save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
+    def __call__(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
+                 save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
+        backend = self.backend
         if not (forward_batch.forward_mode.is_target_verify() and k is not None and v is not None
-                and _plain_causal_layer(layer, q.dtype, getattr(self, "dcp_size", 1), kwargs)):
-            return super().forward_extend(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+                and _plain_causal_layer(layer, q.dtype, getattr(backend, "dcp_size", 1), kwargs)):
+            return self.sglang_forward_extend(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
         if save_kv_cache:
-            self.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
+            backend.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
         out = getattr(forward_batch, "_attn_output", None)
         if out is None:
             out = torch.empty_like(q)
         heads, head_dim = layer.tp_q_head_num, layer.qk_head_dim
-        mask = self.jetspec_tree_mask
         tree_attention(
             q.view(-1, heads, head_dim),
-            self.token_to_kv_pool.get_key_buffer(layer.layer_id),
-            self.token_to_kv_pool.get_value_buffer(layer.layer_id),
-            self.req_to_token,
+            backend.token_to_kv_pool.get_key_buffer(layer.layer_id),
+            backend.token_to_kv_pool.get_value_buffer(layer.layer_id),
+            backend.req_to_token,
             forward_batch.req_pool_indices,
             forward_batch.seq_lens,
-            mask.view(q.shape[0] // mask.budget),
+            self.mask.view(q.shape[0] // self.mask.budget),
             layer.scaling,
-            self.max_context_len,
+            backend.max_context_len,
             out=out.view(-1, heads, head_dim),
         )
         return out

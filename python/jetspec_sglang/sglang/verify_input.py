@@ -1,15 +1,17 @@
 """SGLang's ``EagleVerifyInput`` for a JETSPEC tree, from SGLang's tree kernel or from ours.
 
-``sglang`` (the default) passes the tree's EAGLE lineage to SGLang 0.5.17's
-``build_eagle_verify_input``, which runs ``sgl_kernel.build_tree_kernel_efficient``
-(161-748 us on an H200 at N = 128-256). ``fused`` writes the same mask, positions and
-retrieve lists straight from the tree with ``kernels.build_verify_inputs_fused``
-(``csrc/verify_inputs.cu``), into the backend's verify-mask buffer when the batch fits
-it, as SGLang does, since the target's CUDA graph reads that buffer. ``fused`` is opt-in
-(``JETSPEC_VERIFY_INPUTS=fused``) and needs the fused tree builder (see ``tree_builder``).
-On the H200 (2026-11-28) its outputs equal ``build_tree_kernel_efficient``'s in both mask modes,
-and JETSPEC with it is token-identical to plain SGLang in fp32. It becomes the default once
-``benchmark/step_breakdown.py`` (configuration ``jetspec-fused``) shows the step faster.
+``fused`` (the default) writes the verify mask, positions and retrieve lists straight from
+the tree with ``kernels.build_verify_inputs_fused`` (``csrc/verify_inputs.cu``), into the
+backend's verify-mask buffer when the batch fits it, as SGLang does, since the target's CUDA
+graph reads that buffer. It needs the fused tree builder (see ``tree_builder``).
+``sglang`` (``JETSPEC_VERIFY_INPUTS=sglang``, and the fallback without the fused builder) passes
+the tree's EAGLE lineage to SGLang 0.5.17's ``build_eagle_verify_input``, which runs
+``sgl_kernel.build_tree_kernel_efficient``: 324 us of GPU time per step at bs 1 and N = 128 on
+an H200, against one launch of ours.
+
+On the H200 (2026-11-28) both give equal outputs in both mask modes, both are token-identical to
+plain SGLang in fp32, and ``fused`` made the step faster: 10.3 vs 11.4 ms on a Qwen3-8B shape and
+7.3 vs 10.2 ms on SmolLM2 at bs 4 (``benchmark/results/step_breakdown_h200/``).
 """
 
 from __future__ import annotations

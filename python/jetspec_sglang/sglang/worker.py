@@ -42,13 +42,13 @@ from .hooks import assert_hooks_applied
 from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
+from .step_graphs import BucketedGraphs, DraftTopK, block_topk
 from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_tree_builder, select_verify_inputs
 from .tree_verify_attention import TreeMaskBuffer, install_tree_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
-from .vocab_topk import vocab_parallel_topk
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class JetSpecWorker(BaseSpecWorker):
         self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
         self.verify_attention = select_verify_attention()
         self.tree_mask: Optional[TreeMaskBuffer] = None  # the tree kernel's ancestor masks, when it verifies
+        self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
+        self.commit_graphs: Optional[BucketedGraphs] = None
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
         self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
@@ -151,8 +153,16 @@ class JetSpecWorker(BaseSpecWorker):
         from sglang.srt.model_executor.cuda_graph_config import Backend
         from sglang.srt.runtime_context import get_exec
 
-        capture = get_exec().graph.cuda_graph_config.decode.backend != Backend.DISABLED
+        decode_graphs = get_exec().graph.cuda_graph_config.decode
+        capture = decode_graphs.backend != Backend.DISABLED
+        if capture and self.tp_group is None:  # folded before capture, as SGLang's DFLASH folds its sampler
+            self.draft_topk = DraftTopK(self.lm_head, self.tree.depth, self.tree.topk, max(decode_graphs.bs), self.device)
+            self.draft_model_runner.capture_tail_hooks.append(self.draft_topk.capture_hook)
         self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=capture)
+        if capture:
+            self.commit_graphs = BucketedGraphs(self.write_committed, decode_graphs.bs, self.committed_static_inputs,
+                                                pad_rows=_commit_nothing_past)
+            self.commit_graphs.capture()
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
@@ -252,11 +262,13 @@ class JetSpecWorker(BaseSpecWorker):
             capture_hidden_mode=CaptureHiddenMode.NULL,
         )
         with torch.inference_mode():
-            hidden = self.draft_model_runner.forward(forward_batch).logits_output.hidden_states
-        per_depth = hidden.view(bs, self.block_len, -1)[:, 1:].reshape(bs * self.tree.depth, -1)
-        ids, logprobs = vocab_parallel_topk(per_depth, self.lm_head, self.tree.topk, self.tp_group)
-        shape = (bs, self.tree.depth, self.tree.topk)
-        return ids.view(shape), logprobs.view(shape), slots, positions
+            draft_out = self.draft_model_runner.forward(forward_batch)
+        if self.draft_topk is not None and draft_out.can_run_graph:
+            ids, logprobs = self.draft_topk.result(bs)
+        else:
+            ids, logprobs = block_topk(draft_out.logits_output.hidden_states, self.lm_head, self.tree.depth,
+                                       self.tree.topk, self.tp_group)
+        return ids, logprobs, slots, positions
 
     def verify(self, batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage,
                grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
@@ -290,14 +302,36 @@ class JetSpecWorker(BaseSpecWorker):
         """
         bs = block_slots.shape[0]
         taps = result.logits_output.hidden_states.view(bs, self.tree.budget, -1)[:, : self.block_len]
-        self.context_writer.write(
-            taps.reshape(bs * self.block_len, -1),
-            block_positions.flatten(),
-            block_slots.flatten(),
-            cache_loc_2d=block_slots,
-            commit_lens=result.accept_lens.to(torch.int32),
-        )
+        write = self.commit_graphs or self.write_committed
+        write(taps, block_positions, block_slots, result.accept_lens.to(torch.int32))
         result.logits_output.hidden_states = None
         result.next_draft_input = make_draft_input_v2(
             bonus_tokens=result.next_draft_input.bonus_tokens, new_seq_lens=result.new_seq_lens
         )
+
+    def write_committed(self, taps: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                        commit_lens: torch.Tensor) -> None:
+        """The head's context K/V of rows ``j < commit_lens[b]`` of ``taps: [bs, W, F]`` at ``slots: [bs, W]``."""
+        self.context_writer.write(
+            taps.reshape(-1, taps.shape[-1]),
+            positions.reshape(-1),
+            slots.reshape(-1),
+            cache_loc_2d=slots,
+            commit_lens=commit_lens,
+        )
+
+    def committed_static_inputs(self, bs: int) -> list[torch.Tensor]:
+        """``write_committed``'s inputs for a CUDA graph of ``bs`` requests."""
+        width, features = self.block_len, self.draft_model.fc.in_features
+        dtype = self.model_runner.model_config.dtype
+        return [
+            torch.zeros((bs, width, features), dtype=dtype, device=self.device),
+            torch.zeros((bs, width), dtype=torch.int64, device=self.device),
+            torch.zeros((bs, width), dtype=torch.int64, device=self.device),
+            torch.zeros((bs,), dtype=torch.int32, device=self.device),
+        ]
+
+
+def _commit_nothing_past(static: list[torch.Tensor], bs: int) -> None:
+    """Padding rows of a commit graph: commit length 0, so they write nothing."""
+    static[3][bs:].zero_()
