@@ -30,7 +30,8 @@ def test_counts_syncs_only_after_the_warmup() -> None:
                 warnings.warn(SYNC)
     assert (counter.checked_steps, counter.syncs) == (3, 2)
     assert modes == ["warn", "default"] * 3
-    assert lines[-1] == f"{LOG_PREFIX}: 2 in 2 steady-state decode steps (2 in the last)"
+    assert lines[-1].startswith(f"{LOG_PREFIX}: 2 in 2 steady-state decode steps (2 in the last at test_sync_check.py:")
+    assert lines[0] == f"{LOG_PREFIX}: 0 in 1 steady-state decode steps (0 in the last)"
 
 
 def test_other_warnings_pass_through_and_the_mode_is_restored_on_error() -> None:

@@ -231,16 +231,17 @@ def compile_for_sm90(kernel, constexprs: dict, data: str = "bf16", **options) ->
 
 
 @needs_triton
-@pytest.mark.parametrize("head_dim,rows,group,split,data", [(128, 1024, 4, False, "bf16"), (128, 64, 4, True, "bf16"),
-                                                            (256, 256, 8, True, "bf16"), (64, 3, 1, False, "bf16"),
-                                                            (64, 192, 3, True, "fp32")])  # fmt: skip
-def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool, data: str) -> None:
+@pytest.mark.parametrize("head_dim,rows,group,split,data,dot", [
+    (128, 1024, 4, False, "bf16", "tf32"), (128, 64, 4, True, "bf16", "tf32"), (256, 256, 8, True, "bf16", "tf32"),
+    (64, 3, 1, False, "bf16", "tf32"), (64, 192, 3, True, "fp32", "ieee"), (64, 192, 3, False, "fp32", "tf32"),
+])  # fmt: skip
+def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool, data: str, dot: str) -> None:
     """The interpreter never runs Triton's compiler; this builds the kernels for sm_90 (no GPU needed)."""
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
     block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows, 4 if data == "fp32" else 2)
     constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
-                      DOT_PRECISION="ieee" if data == "fp32" else "tf32")
+                      DOT_PRECISION=dot)
     compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
         compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
@@ -279,6 +280,7 @@ def test_tree_mask_sets_the_sign_bit_for_node_31() -> None:
         (lambda a: a.update(req_to_token=a["req_to_token"].long()), "req_to_token must be"),
         (lambda a: a.update(out=a["q"][:1]), "out must be"),
         (lambda a: a.update(max_prefix_len=-1), "max_prefix_len"),
+        (lambda a: a.update(fp32_dot="fp16"), "fp32_dot must be"),
     ],
 )
 def test_rejects_bad_inputs(change, message: str) -> None:

@@ -58,7 +58,8 @@ class TritonAttnBackend(AttentionBackend):
 
 
 def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
-                     max_prefix_len, out):  # fmt: skip
+                     max_prefix_len, out, fp32_dot):  # fmt: skip
+    assert fp32_dot == "tf32"  # float32 multiplies as SGLang's Triton attention does
     out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
                                        sm_scale))  # fmt: skip
     return out

@@ -138,6 +138,7 @@ def tree_attention(
     max_prefix_len: int,
     out: Optional[Tensor] = None,
     num_splits: Optional[int] = None,
+    fp32_dot: str = "ieee",
 ) -> Tensor:
     """Attention of every tree node to its request's KV prefix (unmasked) and its tree ancestors.
 
@@ -168,6 +169,9 @@ def tree_attention(
             buffer); allocated when ``None``. Every row is written.
         num_splits: prefix splits per (row tile, request, kv head), at most 64; chosen from the
             GPU's SM count and ``max_prefix_len`` when ``None``.
+        fp32_dot: how float32 inputs multiply: ``"ieee"`` (exact fp32) or ``"tf32"``, Triton's default,
+            which SGLang's own Triton attention kernels use. Serving passes ``"tf32"`` so that
+            ``--dtype float32`` scores match the target's own attention.
 
     Returns:
         ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
@@ -183,6 +187,8 @@ def tree_attention(
         True
     """
     bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
+    if fp32_dot not in ("ieee", "tf32"):
+        raise ValueError(f"fp32_dot must be 'ieee' or 'tf32', got {fp32_dot!r}")
     if max_prefix_len < 0 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
         raise ValueError(
             f"need max_prefix_len >= 0 and 1 <= num_splits <= {MAX_SPLITS}, got {max_prefix_len}, {num_splits}"
@@ -218,7 +224,7 @@ def tree_attention(
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         out.stride(0), out.stride(1), req_to_token.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
+        DOT_PRECISION=fp32_dot if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     if num_splits > 1:
         kernels.merge_splits[(total_q, num_q_heads)](

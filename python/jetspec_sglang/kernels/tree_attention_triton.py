@@ -5,8 +5,8 @@
 group. Split ``s`` attends its slice of the prefix; the last split also takes the tree keys under
 the ancestor bitmask. With one split the program writes the output; with several it writes its
 unnormalised state ``(acc, m, l)`` and ``merge_splits`` combines them. Scores are in log2 units
-(``exp2``), accumulators fp32. float32 inputs multiply in IEEE fp32 (``DOT_PRECISION="ieee"``, not
-TF32), so fp32 serving stays exact enough for token-identical greedy tests.
+(``exp2``), accumulators fp32. float32 inputs multiply as ``DOT_PRECISION`` says: IEEE fp32 for the
+accuracy tests, TF32 in serving, as SGLang's Triton attention does.
 
 Imported on first use only, so ``jetspec_sglang.kernels`` imports where triton is missing.
 """

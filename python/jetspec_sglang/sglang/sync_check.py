@@ -57,15 +57,17 @@ class SyncCounter:
                 yield
             finally:
                 self._set_mode("default")
-        found = sum(_SYNC_WARNING in str(w.message) for w in caught)
+        syncs = [w for w in caught if _SYNC_WARNING in str(w.message)]
         for w in caught:  # other warnings are not ours to swallow
             if _SYNC_WARNING not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.checked_steps += 1
-        self.syncs += found
-        if found or self.checked_steps % 64 == 1:
+        self.syncs += len(syncs)
+        if syncs or self.checked_steps % 64 == 1:
+            # Where: the Python line that made each sync (file:line, first three distinct).
+            sites = list(dict.fromkeys(f"{os.path.basename(w.filename)}:{w.lineno}" for w in syncs))[:3]
             self._log(f"{LOG_PREFIX}: {self.syncs} in {self.checked_steps} steady-state decode steps "
-                      f"({found} in the last)")
+                      f"({len(syncs)} in the last{' at ' + ', '.join(sites) if sites else ''})")
 
 
 class NoSyncCounter:
