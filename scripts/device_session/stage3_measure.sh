@@ -11,7 +11,7 @@ source scripts/device_session/install_inputs.sh
 rm -f /tmp/res/*.done
 ( cd /tmp/repo && SMOL_GPU=2 QWEN_GPU=3 SMOL_TESTS=0 setsid nohup bash scripts/device_session/breakdown.sh \
     > /tmp/breakdown.log 2>&1 < /dev/null & )
-SIDE_CONFIGS=${SIDE_CONFIGS:-plain dflash jetspec:64 jetspec:128 jetspec-tree:64}
+SIDE_CONFIGS=${SIDE_CONFIGS:-plain dflash jetspec:64 jetspec-overlap:64 jetspec-tree:64 jetspec:128}
 ( cd /tmp/repo && CUDA_VISIBLE_DEVICES=1 JETSPEC_SMOLLM2=$SMOL setsid nohup bash -c "
     timeout 420 python3 -m pytest -q -s -rA -k smollm2 test/test_sglang_gpu.py > /tmp/res/smollm2_tests.log 2>&1;
     timeout 600 python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k --num-prompts 16 \
