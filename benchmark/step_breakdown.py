@@ -15,7 +15,8 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
 
 ``--trace W:K`` also traces ``K`` JETSPEC decode steps on the host after ``W``
 (``jetspec_sglang/sglang/step_tracer.py``): per phase, host time and kernel launches, copies
-and syncs per step, and a Chrome trace next to the server log.
+and syncs per step, and a Chrome trace next to the server log, whose GPU time per phase
+(``trace_kernels.py``) goes in the table too.
 
 ``--reparse OUT`` rebuilds the tables of an earlier run from its JSON and server logs (for
 instance after a change to how the logs are read) without starting a server.
@@ -119,6 +120,12 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
             if traces:
                 rows[-1]["host_trace"] = traces[-1].strip()
             print(json.dumps(rows[-1]), flush=True)
+    traced = [r for r in rows if r.get("host_trace")]
+    chrome_traces = sorted(log.with_suffix(".traces").glob("*.json*"), key=lambda p: p.stat().st_mtime)
+    if traced and chrome_traces:  # written when the traced steps end
+        from trace_kernels import summary_line  # benchmark/, beside this script
+
+        traced[-1]["gpu_trace"] = summary_line(chrome_traces[-1])
     return rows
 
 
@@ -135,7 +142,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     traced = [r for r in rows if r.get("host_trace")]
     if traced:
         lines += ["", "Host trace (`JETSPEC_TRACE_STEPS`; host time and CUDA calls per step, per phase):", ""]
-        lines += [f"- {r['config']}, bs {r['bs']}: {r['host_trace']}" for r in traced]
+        for r in traced:
+            lines.append(f"- {r['config']}, bs {r['bs']}: {r['host_trace']}")
+            if r.get("gpu_trace"):
+                lines.append(f"  - {r['gpu_trace']} (`trace_kernels.py` lists the kernels)")
     return "\n".join(lines) + "\n"
 
 

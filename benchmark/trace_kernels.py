@@ -72,15 +72,28 @@ def kernel_times(events: list[dict]) -> tuple[list[KernelTime], int]:
     return sorted(rows, key=lambda r: -r.us_per_step), steps
 
 
+def phase_totals(rows: list[KernelTime]) -> dict[tuple[str, str], tuple[float, float]]:
+    """``(phase, launch kind) -> (kernels per step, GPU us per step)``, sorted by phase."""
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        totals[(r.phase, r.launch)][0] += r.calls_per_step
+        totals[(r.phase, r.launch)][1] += r.us_per_step
+    return {key: (calls, us) for key, (calls, us) in sorted(totals.items())}
+
+
+def summary_line(path: Path) -> str:
+    """One line of ``phase_totals`` for the trace at ``path`` (``step_breakdown.py --trace`` prints it)."""
+    rows, steps = kernel_times(load_events(path))
+    totals = phase_totals(rows).items()
+    parts = [f"{phase} {launch} {us:.0f} us ({calls:.3g} kernels)" for (phase, launch), (calls, us) in totals]
+    return f"GPU per step over {steps} steps: " + ", ".join(parts)
+
+
 def report(rows: list[KernelTime], steps: int, top: int) -> str:
     """A markdown summary: GPU us per step by phase and launch kind, then the ``top`` kernels."""
-    by_phase: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for r in rows:
-        by_phase[(r.phase, r.launch)][0] += r.calls_per_step
-        by_phase[(r.phase, r.launch)][1] += r.us_per_step
-    lines = [f"GPU time per step over {steps} traced steps", "", "| phase | launched | kernels / step | GPU us / step |",
-             "| --- | --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {p} | {k} | {c:.0f} | {us:.1f} |" for (p, k), (c, us) in sorted(by_phase.items())]
+    lines = [f"GPU time per step over {steps} traced steps", "",
+             "| phase | launched | kernels / step | GPU us / step |", "| --- | --- | --- | --- |"]
+    lines += [f"| {p} | {k} | {c:.0f} | {us:.1f} |" for (p, k), (c, us) in phase_totals(rows).items()]
     lines += ["", "| phase | launched | kernel | calls / step | GPU us / step |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.phase} | {r.launch} | `{r.kernel[:80]}` | {r.calls_per_step:.1f} | {r.us_per_step:.1f} |"
               for r in rows[:top]]  # fmt: skip

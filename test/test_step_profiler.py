@@ -131,6 +131,8 @@ def test_profilers_drive_every_switched_on_profiler() -> None:
 def test_markdown_lists_host_traces() -> None:
     rows = [{"config": "plain", "bs": 1, "step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
             {"config": "jetspec:64", "bs": 1, "step_ms": 4.0, "tau": 1.0, "phases_ms": {},
-             "host_trace": "per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches"}]
+             "host_trace": "per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches",
+             "gpu_trace": "GPU per step over 16 steps: draft graph 179 us (54 kernels)"}]
     text = load_benchmark("step_breakdown").markdown({"model": "m"}, rows)
     assert "- jetspec:64, bs 1: per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches" in text
+    assert "  - GPU per step over 16 steps: draft graph 179 us (54 kernels) (`trace_kernels.py`" in text

@@ -43,3 +43,6 @@ def test_kernels_land_in_their_launch_phase_per_step(tmp_path) -> None:
     text = trace_kernels.report(rows, steps, top=2)
     assert "| draft | graph | 2 | 40.0 |" in text and "| verify | eager | 1 | 4.0 |" in text
     assert text.count("`") == 4  # two kernels listed
+    assert trace_kernels.summary_line(path) == (
+        "GPU per step over 2 steps: draft graph 40 us (2 kernels), gap eager 3 us (0.5 kernels), "
+        "verify eager 4 us (1 kernels)")
