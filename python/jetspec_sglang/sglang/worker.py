@@ -3,14 +3,16 @@
 A decode step reads as four phases:
 
 1. ``draft``  the head runs once over ``[bonus, MASK x D]`` on its own ModelRunner
-   (TARGET_VERIFY mode, CUDA-graph capturable) and yields per-depth top-K ids with
-   full-vocabulary log-probs;
+   (TARGET_VERIFY mode) and yields per-depth top-K ids with full-vocabulary log-probs;
+   the top-K is part of the head's CUDA graph (``step_graphs.DraftTopK``);
 2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
    SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``);
-3. ``verify``  SGLang's ``build_eagle_verify_input`` / ``run_eagle_verify`` score the
-   tree in one target pass and accept the longest path (greedy or lossless
-   sampling, grammar, penalties, logprobs), moving the accepted KV to the front;
-4. ``commit``  the head's context K/V is written for every committed token.
+3. ``verify``  the verify inputs come from one more launch (``verify_input``), then SGLang's
+   ``run_eagle_verify`` scores the tree in one target pass and accepts the longest path
+   (greedy or lossless sampling, grammar, penalties, logprobs), moving the accepted KV
+   to the front;
+4. ``commit``  the head's context K/V is written for every committed token, replayed from
+   one CUDA graph per batch bucket (``step_graphs.BucketedGraphs``).
 
 Prefill runs the target, then writes the head's context K/V for every prompt token,
 which keeps radix-cache hits safe. No step reads device values on the host.
