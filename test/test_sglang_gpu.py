@@ -7,6 +7,8 @@ for it (a random one is used otherwise). Every engine runs with SGLang's strict
 idle memory check, so a leaked KV slot fails the run. ``JETSPEC_TEST_MEM_FRACTION``
 (default 0.2) is each engine's ``mem_fraction_static``: SGLang counts other
 processes' GPU memory against it, so raise it when the GPU is shared.
+``JETSPEC_TEST_ATTENTION_BACKEND`` (default triton) is the SmolLM2 servers' attention backend,
+e.g. flashinfer; the fp32 tests always use triton (flashinfer has no fp32 kernels).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ os.environ.setdefault("SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE", "1")
 os.environ.setdefault("JETSPEC_FP32_NATIVE_OPS", "1")  # sgl-kernel's fused ops have no fp32 kernels
 
 MEM_FRACTION = os.environ.get("JETSPEC_TEST_MEM_FRACTION", "0.2")
+SMOL_ATTENTION_BACKEND = os.environ.get("JETSPEC_TEST_ATTENTION_BACKEND", "triton")
 TINY_VOCAB = 8  # with K = 8 every depth-1 choice is drafted, so paths go deep
 COMMON = dict(attention_backend="triton", sampling_backend="pytorch", random_seed=0, log_level="error",
               max_running_requests=8, cuda_graph_max_bs_decode=4, mem_fraction_static=float(MEM_FRACTION))
@@ -243,7 +246,7 @@ def generate(server: SGLangServer, input_ids: list[int], sampling: dict) -> dict
 
 
 def server_args(**kw) -> list[str]:
-    args = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--random-seed", "0",
+    args = ["--attention-backend", SMOL_ATTENTION_BACKEND, "--sampling-backend", "pytorch", "--random-seed", "0",
             "--mem-fraction-static", MEM_FRACTION, "--max-running-requests", "32", "--cuda-graph-max-bs-decode", "8"]
     for key, value in kw.items():
         args += [f"--{key.replace('_', '-')}", str(value)]

@@ -15,18 +15,7 @@ SMOL_GPU=${SMOL_GPU:-0} QWEN_GPU=${QWEN_GPU:-0}
 SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-sglang-inputs:128 jetspec-tree:128 jetspec-overlap:128}
 QWEN_CONFIGS=${QWEN_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-tree:128}
 mkdir -p /tmp/res && rm -f /tmp/res/breakdown.done
-python3 - <<'PY'
-import json, torch
-from transformers import AutoConfig
-from jetspec_sglang import DraftHead, DraftHeadConfig
-r = json.load(open("benchmark/recipes/smollm2-135m.json"))  # the reference head's shape, random weights
-cfg = DraftHeadConfig.for_target(AutoConfig.from_pretrained("/tmp/models/smollm2-135m-instruct"),
-                                 num_hidden_layers=r["num_hidden_layers"], num_taps=r["num_taps"],
-                                 mask_token_id=r["mask_token_id"], block_size=r["block_size"], causal=r["causal"])
-torch.manual_seed(0)
-DraftHead(cfg).save_pretrained("/tmp/heads/random-4layer", dtype=torch.bfloat16)
-PY
-python3 benchmark/dummy_shapes.py qwen3-8b /tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy
+bash scripts/device_session/bench_models.sh
 
 smollm2() {
   [ "${SMOL_TESTS:-1}" = 1 ] && JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=$SMOL_GPU timeout 420 python3 -m pytest -q \
