@@ -12,7 +12,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
              "--speculative-num-draft-tokens", "64"]  # fmt: skip
     assert algorithm_args("jetspec:64", "HEAD") == algorithm_args("jetspec-tree:64", "HEAD") == flags
     assert algorithm_env("jetspec:64") == {}
-    assert algorithm_env("jetspec-overlap:64") == {"JETSPEC_OVERLAP": "1"}
+    assert algorithm_env("jetspec-no-overlap:64") == {"JETSPEC_OVERLAP": "0"}
     assert algorithm_env("jetspec-tree:64") == {"JETSPEC_VERIFY_ATTENTION": "tree"}
     assert algorithm_env("jetspec-sglang-inputs:64") == {"JETSPEC_VERIFY_INPUTS": "sglang"}
 

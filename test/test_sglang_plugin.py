@@ -70,19 +70,22 @@ def test_validator_fills_defaults_from_the_head(tmp_path) -> None:
     assert tree == TreeSettings(budget=64, topk=8, depth=15)
     assert (sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps) == (64, 8, 15)
     assert sa.speculative_draft_attention_backend == "triton"
-    assert sa.enable_mixed_chunk is False and sa.disable_overlap_schedule is True
+    assert sa.enable_mixed_chunk is False and sa.disable_overlap_schedule is False
     assert sa.max_running_requests == 32
 
 
-def test_overlap_stays_on_only_when_asked_for(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("JETSPEC_OVERLAP", "1")
-    sa = server_args(tmp_path)
+def test_overlap_follows_sglang_flag_unless_turned_off(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("JETSPEC_OVERLAP", raising=False)
+    sa = server_args(tmp_path, disable_overlap_schedule=True)
     validate_server_args(sa)
-    assert sa.disable_overlap_schedule is False
+    assert sa.disable_overlap_schedule is True
     monkeypatch.setenv("JETSPEC_OVERLAP", "0")
     sa = server_args(tmp_path)
     validate_server_args(sa)
     assert sa.disable_overlap_schedule is True
+    monkeypatch.setenv("JETSPEC_OVERLAP", "yes")
+    with pytest.raises(ValueError, match="JETSPEC_OVERLAP must be 0 or 1"):
+        validate_server_args(server_args(tmp_path))
 
 
 def test_validator_keeps_explicit_flags_and_caps_depth(tmp_path) -> None:

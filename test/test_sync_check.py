@@ -53,3 +53,22 @@ def test_env_switch(monkeypatch) -> None:
     monkeypatch.setenv("JETSPEC_SYNC_CHECK", "-1")
     with pytest.raises(ValueError, match=">= 0"):
         SyncCounter.from_env()
+
+
+def _function_in(path: str, source: str, name: str, **env):
+    """A function whose frames carry ``path`` as their file name, as if it lived in that package."""
+    scope = dict(env, warnings=warnings)
+    exec(compile(source, path, "exec"), scope)
+    return scope[name]
+
+
+def test_a_sync_names_the_sglang_caller_of_torch() -> None:
+    """A sync inside ``torch.cuda.synchronize`` is reported with the SGLang frame that called it."""
+    synchronize = _function_in("/venv/lib/site-packages/torch/cuda/__init__.py",
+                               f"def synchronize():\n    warnings.warn({SYNC!r})\n", "synchronize")
+    capture = _function_in("/venv/lib/site-packages/sglang/srt/fake_runner.py",
+                           "\n\ndef capture():\n    synchronize()\n", "capture", synchronize=synchronize)
+    counter, lines, _ = make_counter(warmup=0)
+    with counter.step():
+        capture()
+    assert lines[-1].endswith("(1 in the last at torch/cuda/__init__.py:2 via sglang/srt/fake_runner.py:4 (capture))")

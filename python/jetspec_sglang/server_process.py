@@ -16,10 +16,11 @@ from typing import Any, Optional
 
 # JETSPEC variants: configuration prefix -> the environment that selects it.
 JETSPEC_VARIANTS = {
-    "jetspec": {},
-    "jetspec-overlap": {"JETSPEC_OVERLAP": "1"},  # overlap-scheduled
+    "jetspec": {},  # overlap-scheduled, the default
+    "jetspec-no-overlap": {"JETSPEC_OVERLAP": "0"},  # without overlap scheduling
     "jetspec-tree": {"JETSPEC_VERIFY_ATTENTION": "tree"},  # verify attention from our tree kernel
     "jetspec-sglang-inputs": {"JETSPEC_VERIFY_INPUTS": "sglang"},  # verify inputs from SGLang's tree kernel
+    "jetspec-sglang-accept": {"JETSPEC_GREEDY_ACCEPT": "0"},  # greedy acceptance by SGLang's run_eagle_verify
 }
 
 
@@ -30,7 +31,7 @@ def algorithm_env(name: str) -> dict[str, str]:
 
 def algorithm_args(name: str, head: str) -> list[str]:
     """Server flags of one configuration: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
-    JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-overlap:128``, ``jetspec-tree:64``)."""
+    JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-no-overlap:128``, ``jetspec-tree:64``)."""
     if name == "plain":
         return []
     if name == "ngram":

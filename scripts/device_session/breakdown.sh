@@ -12,7 +12,7 @@
 source scripts/device_session/common.sh
 SMOL_GPU=${SMOL_GPU:-0} QWEN_GPU=${QWEN_GPU:-0}
 # The configurations each model runs (override to shorten a lease).
-SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-sglang-inputs:128 jetspec-tree:128 jetspec-overlap:128}
+SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-sglang-inputs:128 jetspec-tree:128 jetspec-no-overlap:128}
 QWEN_CONFIGS=${QWEN_CONFIGS:-plain jetspec:16 jetspec:32 jetspec:64 jetspec:128 jetspec-tree:128}
 mkdir -p /tmp/res && rm -f /tmp/res/breakdown.done
 bash scripts/device_session/bench_models.sh

@@ -26,13 +26,13 @@ SMOL_HEAD=/tmp/heads/random-4layer
 (
   JETSPEC_TEST_ATTENTION_BACKEND=flashinfer JETSPEC_SMOLLM2=$SMOL CUDA_VISIBLE_DEVICES=1 timeout 300 \
     python3 -m pytest -q -s -rA -k smollm2 test/test_sglang_gpu.py > /tmp/res/smollm2_tests_flashinfer.log 2>&1
-  breakdown 1 breakdown_smollm2_flashinfer $SMOL $SMOL_HEAD "plain jetspec:64 jetspec-overlap:64 jetspec-overlap:128" \
+  breakdown 1 breakdown_smollm2_flashinfer $SMOL $SMOL_HEAD "plain jetspec-no-overlap:64 jetspec:64 jetspec:128" \
     "1 4 16" --vocab 49152 --attention-backend flashinfer
 ) &
 (
-  breakdown 2 breakdown_smollm2_triton $SMOL $SMOL_HEAD "plain jetspec-overlap:32 jetspec-overlap:64 jetspec:64" \
+  breakdown 2 breakdown_smollm2_triton $SMOL $SMOL_HEAD "plain jetspec:32 jetspec:64 jetspec-no-overlap:64" \
     "1 4 16" --vocab 49152
-  breakdown 2 traced_smollm2_overlap64 $SMOL $SMOL_HEAD "jetspec-overlap:64" "1" --vocab 49152 --trace 40:16
+  breakdown 2 traced_smollm2_overlap64 $SMOL $SMOL_HEAD "jetspec:64" "1" --vocab 49152 --trace 40:16
 ) &
 breakdown 3 breakdown_qwen3_8b_dummy_flashinfer /tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy \
   "plain jetspec:16 jetspec:128" "1 4" --load-format dummy --vocab 151000 --mem-fraction 0.6 \

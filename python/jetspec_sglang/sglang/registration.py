@@ -29,7 +29,7 @@ def register_with_sglang() -> None:
         return
     SpeculativeAlgorithm.register(
         ALGORITHM_NAME,
-        supports_overlap=True,  # the validator still turns overlap off unless JETSPEC_OVERLAP=1
+        supports_overlap=True,  # JETSPEC_OVERLAP=0 turns it off (settings.validate_server_args)
         validate_server_args=validate_server_args,
         spec_class=JetSpecAlgo,
     )(_worker_factory)

@@ -6,6 +6,10 @@ every decode step after the first ``N`` (warm-up: CUDA-graph capture, JIT, first
 allocations), the synchronizing CUDA calls that PyTorch's sync debug mode reports
 (``.item()``, ``.cpu()``, ``.tolist()``, ``nonzero``, blocking copies ...), and logs
 the running total. Zero in the steady state is what overlap scheduling needs.
+
+Each reported sync names its site: the innermost frame of the call stack, and the innermost
+frame in SGLang or in this package that led to it (a sync inside ``torch.cuda.synchronize``
+says little without its caller).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import traceback
 import warnings
 from typing import Callable, Iterator, Optional
 
@@ -22,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 LOG_PREFIX = "JETSPEC host syncs"
 _SYNC_WARNING = "synchroniz"  # torch: "called a synchronizing CUDA operation"
+_CALLER_PACKAGES = ("/sglang/", "/jetspec_sglang/")
 
 
 class SyncCounter:
@@ -50,24 +56,49 @@ class SyncCounter:
         if self.steps <= self.warmup:
             yield
             return
-        with warnings.catch_warnings(record=True) as caught:
+        caught: list[tuple[warnings.WarningMessage, traceback.StackSummary]] = []
+
+        def record(message, category, filename, lineno, file=None, line=None) -> None:
+            # Called inside warnings.warn, so the stack still holds the sync's callers.
+            stack = traceback.extract_stack()[:-1]
+            caught.append((warnings.WarningMessage(message, category, filename, lineno, file, line), stack))
+
+        with warnings.catch_warnings():  # restores showwarning on exit
             warnings.simplefilter("always")
+            warnings.showwarning = record
             self._set_mode("warn")
             try:
                 yield
             finally:
                 self._set_mode("default")
-        syncs = [w for w in caught if _SYNC_WARNING in str(w.message)]
-        for w in caught:  # other warnings are not ours to swallow
+        syncs = [(w, stack) for w, stack in caught if _SYNC_WARNING in str(w.message)]
+        for w, _ in caught:  # other warnings are not ours to swallow
             if _SYNC_WARNING not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.checked_steps += 1
         self.syncs += len(syncs)
         if syncs or self.checked_steps % 64 == 1:
-            # Where: the Python line that made each sync (file:line, first three distinct).
-            sites = list(dict.fromkeys(f"{os.path.basename(w.filename)}:{w.lineno}" for w in syncs))[:3]
+            sites = list(dict.fromkeys(sync_site(w, stack) for w, stack in syncs))[:3]
             self._log(f"{LOG_PREFIX}: {self.syncs} in {self.checked_steps} steady-state decode steps "
-                      f"({len(syncs)} in the last{' at ' + ', '.join(sites) if sites else ''})")
+                      f"({len(syncs)} in the last{' at ' + '; '.join(sites) if sites else ''})")
+
+
+def sync_site(warning: warnings.WarningMessage, stack: traceback.StackSummary) -> str:
+    """``file:line`` of the warning, then ``via`` the innermost SGLang or JETSPEC frame that led to it."""
+    here = f"{_short(warning.filename)}:{warning.lineno}"
+    own = [f for f in stack if any(p in f.filename for p in _CALLER_PACKAGES) and f.filename != __file__]
+    if not own or (own[-1].filename == warning.filename and own[-1].lineno == warning.lineno):
+        return here
+    return f"{here} via {_short(own[-1].filename)}:{own[-1].lineno} ({own[-1].name})"
+
+
+def _short(path: str) -> str:
+    """The path from its package down (``torch/cuda/__init__.py``), or its base name."""
+    parts = path.replace(os.sep, "/").split("/")
+    for root in ("site-packages", "dist-packages", "python"):
+        if root in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(root):])
+    return os.path.basename(path)
 
 
 class NoSyncCounter:

@@ -7,12 +7,13 @@ A decode step reads as four phases:
    the top-K is part of the head's CUDA graph (``step_graphs.DraftTopK``);
 2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
    SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``);
-3. ``verify``  the verify inputs come from one more launch (``verify_input``), then SGLang's
-   ``run_eagle_verify`` scores the tree in one target pass and accepts the longest path
-   (greedy or lossless sampling, grammar, penalties, logprobs), moving the accepted KV
-   to the front;
-4. ``commit``  the head's context K/V is written for every committed token, replayed from
-   one CUDA graph per batch bucket (``step_graphs.BucketedGraphs``).
+3. ``verify``  the verify inputs come from one more launch (``verify_input``), then the target
+   scores the tree in one pass. An all-greedy batch is accepted, its KV moved and the head's
+   K/V committed by one graph replay (``greedy_accept.GreedyAccept``, SGLang's own greedy
+   pieces); any other batch goes through SGLang's ``run_eagle_verify`` (lossless sampling,
+   grammar, penalties, logprobs), which moves the accepted KV to the front;
+4. ``commit``  (that other path) the head's context K/V is written for every committed token,
+   replayed from one CUDA graph per batch bucket (``step_graphs.BucketedGraphs``).
 
 Prefill runs the target, then writes the head's context K/V for every prompt token,
 which keeps radix-cache hits safe. No step reads device values on the host.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -34,12 +36,15 @@ from sglang.srt.speculative.draft_worker_common import (
     make_draft_block_spec_info,
     make_draft_input_v2,
 )
+from sglang.srt.speculative.eagle_utils import eagle_prepare_for_verify
 from sglang.srt.speculative.eagle_worker_common import run_eagle_verify
+from sglang.srt.speculative.spec_utils import record_stream_each, record_stream_for_v2_verify
 
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..tree import DraftTree
 from .draft_kv import DraftContextWriter
+from .greedy_accept import GreedyAccept, greedy_accept_supported, greedy_acceptable
 from .hooks import assert_hooks_applied
 from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
@@ -78,6 +83,7 @@ class JetSpecWorker(BaseSpecWorker):
         self.tree_mask: Optional[TreeMaskBuffer] = None  # the tree kernel's ancestor masks, when it verifies
         self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
         self.commit_graphs: Optional[BucketedGraphs] = None
+        self.greedy_accept: Optional[GreedyAccept] = None  # graphed greedy acceptance, once captured
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
         self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
@@ -165,6 +171,13 @@ class JetSpecWorker(BaseSpecWorker):
             self.commit_graphs = BucketedGraphs(self.write_committed, decode_graphs.bs, self.committed_static_inputs,
                                                 pad_rows=_commit_nothing_past)
             self.commit_graphs.capture()
+        if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_on():
+            self.greedy_accept = GreedyAccept(
+                self.tree.budget, self.block_len, self.draft_model.fc.in_features, self.model_runner.model_config.dtype,
+                decode_graphs.bs, self.model_runner.req_to_token_pool, self.model_runner.token_to_kv_pool_allocator,
+                self.write_committed, self.device,
+            )  # fmt: skip
+            self.greedy_accept.capture()
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
@@ -192,11 +205,13 @@ class JetSpecWorker(BaseSpecWorker):
         self.profiler.mark()
         tree, lineage = self.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
         self.profiler.mark()
-        result = self.verify(batch, draft_input, tree, lineage, grammar_barrier)
+        result, committed = self.verify(batch, draft_input, tree, lineage, grammar_barrier, block_slots,
+                                        block_positions)
         self.profiler.mark()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
-        self.commit(result, block_slots, block_positions)
+        if not committed:
+            self.commit(result, block_slots, block_positions)
         self.profiler.mark()
         self.profiler.end_step(block_slots.shape[0])
         return result
@@ -273,12 +288,16 @@ class JetSpecWorker(BaseSpecWorker):
         return ids, logprobs, slots, positions
 
     def verify(self, batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage,
-               grammar_barrier: Optional[Callable]) -> GenerationBatchResult:
-        """Score the tree with the target and accept a path (SGLang's EAGLE verify)."""
+               grammar_barrier: Optional[Callable], block_slots: torch.Tensor, block_positions: torch.Tensor
+               ) -> tuple[GenerationBatchResult, bool]:
+        """Score the tree with the target and accept a path; also says whether the head's K/V of the
+        accepted path is written already (the graphed greedy path does that too)."""
         if self.tree_mask is not None:
             self.tree_mask.write(tree.parents, tree.max_depth)
         batch.spec_info = self.make_verify_input(batch, draft_input, tree, lineage, target_worker=self.target_worker,
                                                  budget=self.tree.budget, device=self.device)
+        if self.greedy_accept is not None and self.greedy_accept.fits(len(tree.tokens)) and greedy_acceptable(batch):
+            return self.verify_greedy(batch, block_slots, block_positions), True
         return run_eagle_verify(
             batch,
             target_worker=self.target_worker,
@@ -293,6 +312,36 @@ class JetSpecWorker(BaseSpecWorker):
             metadata_ready_pre_pad=False,
             finalize_tree_path=True,
             grammar_barrier=grammar_barrier,
+        ), False
+
+    def verify_greedy(self, batch: Any, block_slots: torch.Tensor, block_positions: torch.Tensor
+                      ) -> GenerationBatchResult:
+        """The target's verify forward through SGLang, then ``GreedyAccept``'s one replay."""
+        verify_input = batch.spec_info
+        stream = torch.cuda.current_stream()
+        record_stream_for_v2_verify(batch, verify_input, stream)  # the batch's tensors get rebound below
+        forward_batch, can_run_graph = eagle_prepare_for_verify(
+            verify_input, self.model_runner.req_to_token_pool, batch, self.target_worker
+        )
+        record_stream_each((batch.input_ids, batch.out_cache_loc), stream)
+        out = self.target_worker.forward_batch_generation(batch=None, forward_batch=forward_batch, is_verify=True)
+        logits_output = out.logits_output
+        predict, accept_lens, bonus, new_seq_lens = self.greedy_accept(
+            logits_output.next_token_logits, logits_output.hidden_states, verify_input, batch.seq_lens,
+            batch.req_pool_indices, batch.out_cache_loc, block_positions, block_slots,
+        )  # fmt: skip
+        logits_output.hidden_states = None  # keep the taps off the host copy
+        return GenerationBatchResult(
+            logits_output=logits_output,
+            next_token_ids=predict,
+            accept_lens=accept_lens,
+            new_seq_lens=new_seq_lens,
+            next_draft_input=make_draft_input_v2(bonus_tokens=bonus, new_seq_lens=new_seq_lens),
+            can_run_cuda_graph=can_run_graph,
+            speculative_num_draft_tokens=self.tree.budget,
+            routed_experts_output=out.routed_experts_output,
+            indexer_topk_output=out.indexer_topk_output,
+            extra_keep_alive_refs=[forward_batch],  # the scheduler holds the verify tensors across overlap
         )
 
     def commit(self, result: GenerationBatchResult, block_slots: torch.Tensor, block_positions: torch.Tensor) -> None:
@@ -332,6 +381,11 @@ class JetSpecWorker(BaseSpecWorker):
             torch.zeros((bs, width), dtype=torch.int64, device=self.device),
             torch.zeros((bs,), dtype=torch.int32, device=self.device),
         ]
+
+
+def greedy_accept_on() -> bool:
+    """``JETSPEC_GREEDY_ACCEPT=0`` sends greedy batches through SGLang's ``run_eagle_verify`` as well."""
+    return os.environ.get("JETSPEC_GREEDY_ACCEPT", "1") != "0"
 
 
 def _commit_nothing_past(static: list[torch.Tensor], bs: int) -> None:
