@@ -60,10 +60,12 @@ def main() -> None:
                                                          "jetspec:128"])
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
-
     from jetspec_sglang.datasets import load_eval_prompts
     from jetspec_sglang.run_meta import run_metadata
+    from jetspec_sglang.server_process import close_servers_on_sigterm
     from transformers import AutoTokenizer
+
+    close_servers_on_sigterm()
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = []

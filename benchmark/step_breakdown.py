@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from jetspec_sglang.run_meta import run_metadata
-from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
+from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, close_servers_on_sigterm
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
 from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
 
@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--trace", default="", metavar="W:K",
                         help="also trace K decode steps on the host after W (JETSPEC_TRACE_STEPS), e.g. 40:16")
     args = parser.parse_args()
+    close_servers_on_sigterm()
 
     out = Path(args.out)
     if args.reparse:

@@ -1,4 +1,5 @@
-"""``GreedyAccept`` (the graphed greedy acceptance of the SGLang worker) against the core's tree walk, on a GPU.
+"""``GreedyAccept`` (the graphed greedy acceptance of the SGLang worker) against the core's tree walk, on a GPU;
+on a CPU, which batch buckets it graphs.
 
 It runs SGLang's own greedy pieces inside a CUDA graph, so it needs sglang and sgl_kernel; the KV pool
 and the head's commit are stand-ins that record what they were asked to do. Batches smaller than
@@ -15,12 +16,11 @@ import torch
 
 from jetspec_sglang.kernels import build_tree_fused, build_verify_inputs_fused
 from jetspec_sglang.kernels.verify_inputs import empty_verify_inputs, verify_mask_numel
+from jetspec_sglang.sglang.greedy_accept import buckets_within
 from jetspec_sglang.sglang.lineage import lineage_topk
 from jetspec_sglang.tree_layout import TreeMaskMode, tree_ancestor_mask
 from jetspec_sglang.verify import accept_tree
 from test_tree import random_proposals
-
-pytestmark = pytest.mark.gpu
 
 BUDGET, DEPTH, TOPK, VOCAB, FEATURES = 24, 5, 4, 50, 8
 WIDTH = DEPTH + 1
@@ -79,6 +79,15 @@ def greedy_accept_or_skip():
     return GreedyAccept
 
 
+def test_buckets_whose_taps_would_not_fit_keep_sglang_path() -> None:
+    # SmolLM2 (3 taps x 576), budget 64, bf16: 221 KiB per request, so all of SGLang's default sizes fit.
+    assert buckets_within([1, 2, 4, 8, 16, 32], 64, 3 * 576, torch.bfloat16) == [1, 2, 4, 8, 16, 32]
+    # A Qwen3-8B head (3 taps x 4096), budget 256, bf16: 6 MiB per request; 256 MiB holds 42.
+    assert buckets_within([32, 1, 16, 64, 256, 40], 256, 3 * 4096, torch.bfloat16) == [1, 16, 32, 40]
+    assert buckets_within([1, 2], 64, 3 * 576, torch.float32, limit=64 * 3 * 576 * 4) == [1]
+
+
+@pytest.mark.gpu
 def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip) -> None:
     gen = torch.Generator().manual_seed(31)
     req_to_token = (torch.arange(REQ_ROWS * REQ_LEN, dtype=torch.int32) + 1).view(REQ_ROWS, REQ_LEN).cuda()

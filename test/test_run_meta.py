@@ -14,6 +14,7 @@ def test_commit_named_by_the_caller_wins_over_the_checkout(monkeypatch) -> None:
 def test_metadata_names_date_commit_command_and_versions(monkeypatch) -> None:
     monkeypatch.delenv("JETSPEC_COMMIT", raising=False)
     meta = run_metadata(("torch", "no-such-distribution"))
-    assert {"date", "gpu", "commit", "command", "torch", "no-such-distribution"} <= set(meta)
+    assert {"date", "gpu", "commit", "command", "torch", "host_python_ms", "no-such-distribution"} <= set(meta)
+    assert meta["host_python_ms"] > 0
     assert meta["no-such-distribution"] is None
     assert meta["commit"]  # a short hash, or "unknown" outside git

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from jetspec_sglang.server_process import algorithm_args, algorithm_env
@@ -15,6 +21,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-no-overlap:64") == {"JETSPEC_OVERLAP": "0"}
     assert algorithm_env("jetspec-tree:64") == {"JETSPEC_VERIFY_ATTENTION": "tree"}
     assert algorithm_env("jetspec-sglang-inputs:64") == {"JETSPEC_VERIFY_INPUTS": "sglang"}
+    assert algorithm_env("jetspec-sglang-accept:64") == {"JETSPEC_GREEDY_ACCEPT": "0"}
 
 
 def test_baselines() -> None:
@@ -27,3 +34,24 @@ def test_baselines() -> None:
 def test_unknown_configurations_name_the_choices(name: str) -> None:
     with pytest.raises(ValueError, match="VARIANT:BUDGET"):
         algorithm_args(name, "HEAD")
+
+
+def test_sigterm_closes_open_servers_instead_of_orphaning_them(tmp_path) -> None:
+    """``timeout`` sends SIGTERM: the benchmark must still leave its ``with SGLangServer`` block, which kills
+    the server's process group. Here a stand-in ``close`` writes a file, and a child process plays the script."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from jetspec_sglang.server_process import close_servers_on_sigterm
+
+        class Server:
+            def __enter__(self): return self
+            def __exit__(self, *exc): open({str(tmp_path / "closed")!r}, "w").close()
+
+        close_servers_on_sigterm()
+        with Server():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, env={**os.environ})
+    assert done.returncode == 128 + signal.SIGTERM
+    assert (tmp_path / "closed").exists()

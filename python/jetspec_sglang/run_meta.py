@@ -1,4 +1,10 @@
-"""What every committed benchmark result records about its run: date, GPU, commit, versions, command."""
+"""What every committed benchmark result records about its run: date, GPU, commit, versions, command,
+and how fast the host runs Python (``host_python_ms``).
+
+Small-model decoding at bs 1 is host-bound: plain SGLang's SmolLM2 step took 1.2 ms on one H200 lease
+and 2.0 ms on another, which moves every speedup measured against it. ``host_python_ms`` lets results
+from different machines be compared with that in view.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,6 +49,18 @@ def package_versions(*names: str) -> dict[str, Optional[str]]:
     return found
 
 
+def host_python_ms(repeats: int = 3) -> float:
+    """Milliseconds of a fixed pure-Python workload on this host (best of ``repeats``): a host-speed yardstick."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - start)
+    return round(1000 * best, 1)
+
+
 def run_metadata(packages: tuple[str, ...] = STACK) -> dict[str, Any]:
     """Date (UTC), GPU, commit, torch/CUDA and ``packages`` versions, and this process's exact command line."""
     import torch
@@ -51,6 +70,7 @@ def run_metadata(packages: tuple[str, ...] = STACK) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)",
         "commit": git_commit(),
         "command": shlex.join(["python", *sys.argv]),
+        "host_python_ms": host_python_ms(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         **package_versions(*packages),

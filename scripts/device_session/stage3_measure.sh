@@ -12,10 +12,9 @@ source scripts/device_session/install_inputs.sh
 [ -f $HEAD/model.safetensors ] || { echo "no head: carry .devwork/head (park_head.sh park)"; exit 2; }
 bash scripts/device_session/bench_models.sh > /tmp/res/bench_models.log 2>&1 || { tail /tmp/res/bench_models.log; exit 1; }
 DEADLINE=$(( $(date +%s) + ${MEASURE_SECONDS:-530} ))
-left() { echo $(( DEADLINE - $(date +%s) > 5 ? DEADLINE - $(date +%s) : 5 )); }
 SIDE_CONFIGS=${SIDE_CONFIGS:-plain dflash jetspec:32 jetspec:64 jetspec-sglang-accept:64 jetspec-no-overlap:64}
 SMOL_CONFIGS=${SMOL_CONFIGS:-plain jetspec:32 jetspec:64 jetspec:128 jetspec-sglang-accept:128 jetspec-no-overlap:128}
-QWEN_CONFIGS=${QWEN_CONFIGS:-plain jetspec:128 jetspec-no-overlap:128 jetspec:16}
+QWEN_CONFIGS=${QWEN_CONFIGS:-plain jetspec:128 jetspec:16 jetspec:32}
 (
   CUDA_VISIBLE_DEVICES=0 timeout $(left) python3 -m pytest -q -s -rA test/test_greedy_accept.py test/test_step_graphs.py \
     test/test_sglang_gpu.py -k "not smollm2 and not tree_attention" > /tmp/res/gpu_tests.log 2>&1

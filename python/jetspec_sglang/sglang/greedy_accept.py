@@ -22,6 +22,19 @@ from torch import Tensor
 
 from .step_graphs import BucketedGraphs
 
+TAPS_BUFFER_LIMIT = 256 << 20  # bytes of static tap features ``GreedyAccept`` may hold (all buckets share it)
+
+
+def buckets_within(buckets: Sequence[int], budget: int, tap_features: int, tap_dtype: torch.dtype,
+                   limit: int = TAPS_BUFFER_LIMIT) -> list[int]:
+    """The batch buckets whose tap features (``bs * N * F``) fit ``limit`` bytes.
+
+    The graph needs every tree node's taps in a static buffer, which SGLang's memory planning does not
+    know of; larger batches are compute-bound anyway, so they keep SGLang's verify path instead.
+    """
+    row_bytes = budget * tap_features * torch.empty((), dtype=tap_dtype).element_size()
+    return [bs for bs in sorted(set(buckets)) if bs * row_bytes <= limit]
+
 
 def greedy_acceptable(batch: Any) -> bool:
     """Whether SGLang's verify would take its plain greedy branch for this batch (no sampling,

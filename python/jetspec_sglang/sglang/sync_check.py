@@ -26,7 +26,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 LOG_PREFIX = "JETSPEC host syncs"
-_SYNC_WARNING = "synchroniz"  # torch: "called a synchronizing CUDA operation"
+# torch's report of a sync (c10 warn_or_error_on_sync). Only this text: set_sync_debug_mode's own one-time
+# notice ("Synchronization debug mode is a prototype feature and does not yet detect all synchronizing
+# operations") is no sync, and matching it made the first checked step of every server count one.
+_SYNC_WARNING = "called a synchronizing CUDA operation"
 _CALLER_PACKAGES = ("/sglang/", "/jetspec_sglang/")
 
 

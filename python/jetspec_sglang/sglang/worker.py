@@ -44,7 +44,7 @@ from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..tree import DraftTree
 from .draft_kv import DraftContextWriter
-from .greedy_accept import GreedyAccept, greedy_accept_supported, greedy_acceptable
+from .greedy_accept import GreedyAccept, buckets_within, greedy_accept_supported, greedy_acceptable
 from .hooks import assert_hooks_applied
 from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
@@ -172,12 +172,16 @@ class JetSpecWorker(BaseSpecWorker):
                                                 pad_rows=_commit_nothing_past)
             self.commit_graphs.capture()
         if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_on():
-            self.greedy_accept = GreedyAccept(
-                self.tree.budget, self.block_len, self.draft_model.fc.in_features, self.model_runner.model_config.dtype,
-                decode_graphs.bs, self.model_runner.req_to_token_pool, self.model_runner.token_to_kv_pool_allocator,
-                self.write_committed, self.device,
-            )  # fmt: skip
-            self.greedy_accept.capture()
+            features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
+            buckets = buckets_within(decode_graphs.bs, self.tree.budget, features, dtype)
+            if buckets:
+                self.greedy_accept = GreedyAccept(
+                    self.tree.budget, self.block_len, features, dtype, buckets, self.model_runner.req_to_token_pool,
+                    self.model_runner.token_to_kv_pool_allocator, self.write_committed, self.device,
+                )  # fmt: skip
+                self.greedy_accept.capture()
+            logger.info("JETSPEC graphed greedy acceptance for batch sizes %s (larger ones use SGLang's verify path)",
+                        buckets)
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
