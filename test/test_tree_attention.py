@@ -22,7 +22,14 @@ import pytest
 import torch
 
 from jetspec_sglang.kernels import tree_attention, tree_attention_reference, tree_mask_from_parents
-from jetspec_sglang.kernels.tree_attention import MAX_SPLITS, MERGE_WARPS, _tile_config, build_tree_mask, unpack_tree_mask
+from jetspec_sglang.kernels.tree_attention import (
+    MAX_SPLITS,
+    MERGE_WARPS,
+    MIN_SPLIT_KEYS,
+    _tile_config,
+    build_tree_mask,
+    unpack_tree_mask,
+)
 from jetspec_sglang.tree_layout import ancestor_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,20 +37,25 @@ needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="needs triton (pip install triton)"
 )
 
-# name: make_inputs arguments, plus num_splits / max_prefix_len (default: max(prefix_lens)).
+# name: make_inputs arguments, plus num_splits / max_prefix_len (default: max(prefix_lens)) / min_split_keys (the
+# keys per active split: small here, so that requests of one batch use different numbers of the grid's splits).
 CASES = {
     "one node, no prefix (o = v)": dict(n=1, prefix_lens=[0], num_kv_heads=1, group=1),
     "GQA 4, default splits": dict(n=3, prefix_lens=[97], num_kv_heads=2, group=4),
     "bs 3, one split": dict(n=3, prefix_lens=[0, 97, 5], num_kv_heads=1, group=4, num_splits=1),
-    "3 splits of 64 keys, some empty, 3 heads": dict(n=16, prefix_lens=[97, 0], num_kv_heads=3, group=1, num_splits=3),
-    "2 splits, GQA 4": dict(n=16, prefix_lens=[97, 1, 40], num_kv_heads=1, group=4, num_splits=2),
-    "4 splits, N 1": dict(n=1, prefix_lens=[97, 33], num_kv_heads=2, group=4, num_splits=4),
-    "N 100: 4 mask words, 2 tree tiles": dict(n=100, prefix_lens=[5, 0], num_kv_heads=1, group=2, num_splits=2),
+    "3 of 3 splits and 1, 3 heads": dict(n=16, prefix_lens=[97, 0], num_kv_heads=3, group=1, num_splits=3,
+                                         min_split_keys=32),
+    "2 splits and 1, GQA 4": dict(n=16, prefix_lens=[97, 1, 40], num_kv_heads=1, group=4, num_splits=2,
+                                  min_split_keys=32),
+    "4 and 3 splits, N 1": dict(n=1, prefix_lens=[97, 33], num_kv_heads=2, group=4, num_splits=4, min_split_keys=16),
+    "N 100: 4 mask words, 2 tree tiles, an empty split": dict(n=100, prefix_lens=[5, 0], num_kv_heads=1, group=2,
+                                                              num_splits=2, min_split_keys=4),
     "prefix past max_prefix_len": dict(n=3, prefix_lens=[150, 20], num_kv_heads=1, group=4, num_splits=2,
-                                       max_prefix_len=64),
+                                       max_prefix_len=64, min_split_keys=32),
+    "short prefixes in a grid of 8 splits": dict(n=16, prefix_lens=[40, 3], num_kv_heads=2, group=2, num_splits=8),
     "float32 (IEEE dots), GQA 4": dict(n=16, prefix_lens=[97, 5], num_kv_heads=1, group=4, dtype="float32"),
-    "float32, 2 splits, N 100": dict(n=100, prefix_lens=[70, 0], num_kv_heads=2, group=1, num_splits=2,
-                                     dtype="float32"),
+    "float32, 2 splits and 1, N 100": dict(n=100, prefix_lens=[70, 0], num_kv_heads=2, group=1, num_splits=2,
+                                           dtype="float32", min_split_keys=32),
 }  # fmt: skip
 
 
@@ -84,12 +96,14 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
     return tuple(t.to(DEVICE) for t in tensors)
 
 
-def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None) -> dict:
+def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
+            min_split_keys: int = MIN_SPLIT_KEYS) -> dict:
     """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference."""
     q = inputs[0]
     sm_scale = q.shape[-1] ** -0.5
     out = torch.full_like(q, float("nan"))
-    got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits)
+    got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits,
+                         min_split_keys=min_split_keys)
     want = tree_attention_reference(*inputs, sm_scale)
     baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype)
     return {
@@ -137,8 +151,9 @@ def run_cases() -> dict:
     for seed, (name, case) in enumerate(CASES.items()):
         case = dict(case)
         num_splits, max_prefix_len = case.pop("num_splits", None), case.pop("max_prefix_len", None)
+        min_split_keys = case.pop("min_split_keys", MIN_SPLIT_KEYS)
         inputs = make_inputs(seed, **case, head_dim=64)
-        results[name] = measure(inputs, max_prefix_len or max(case["prefix_lens"]), num_splits)
+        results[name] = measure(inputs, max_prefix_len or max(case["prefix_lens"]), num_splits, min_split_keys)
     return results
 
 

@@ -139,6 +139,7 @@ def tree_attention(
     out: Optional[Tensor] = None,
     num_splits: Optional[int] = None,
     fp32_dot: str = "ieee",
+    min_split_keys: int = MIN_SPLIT_KEYS,
 ) -> Tensor:
     """Attention of every tree node to its request's KV prefix (unmasked) and its tree ancestors.
 
@@ -162,9 +163,10 @@ def tree_attention(
         tree_mask: ``[bs, N, ceil(N / 32)]`` int32 from ``tree_mask_from_parents``; every row must
             have its own bit set (a node attends to itself). Contiguous.
         sm_scale: softmax scale, usually ``head_dim ** -0.5``.
-        max_prefix_len: a host-side bound on ``prefix_lens`` that sizes the prefix split (e.g. the
-            context length a CUDA graph is captured for). Longer prefixes are still attended in
-            full, by the last split, only less evenly spread.
+        max_prefix_len: a host-side bound on ``prefix_lens`` that sizes the grid's prefix splits (e.g.
+            the context length a CUDA graph is captured for). Each request then uses one split per
+            ``min_split_keys`` of its own prefix, up to that many, so a short prefix costs no empty
+            splits; a prefix longer than the bound is still attended in full.
         out: ``[bs * N, Hq, head_dim]`` of q's dtype to write into (e.g. a CUDA graph's static
             buffer); allocated when ``None``. Every row is written.
         num_splits: prefix splits per (row tile, request, kv head), at most 64; chosen from the
@@ -172,6 +174,7 @@ def tree_attention(
         fp32_dot: how float32 inputs multiply: ``"ieee"`` (exact fp32) or ``"tf32"``, Triton's default,
             which SGLang's own Triton attention kernels use. Serving passes ``"tf32"`` so that
             ``--dtype float32`` scores match the target's own attention.
+        min_split_keys: the fewest prefix keys worth a split of their own (tests lower it).
 
     Returns:
         ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
@@ -189,10 +192,9 @@ def tree_attention(
     bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
     if fp32_dot not in ("ieee", "tf32"):
         raise ValueError(f"fp32_dot must be 'ieee' or 'tf32', got {fp32_dot!r}")
-    if max_prefix_len < 0 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
-        raise ValueError(
-            f"need max_prefix_len >= 0 and 1 <= num_splits <= {MAX_SPLITS}, got {max_prefix_len}, {num_splits}"
-        )
+    if max_prefix_len < 0 or min_split_keys < 1 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
+        raise ValueError(f"need max_prefix_len >= 0, min_split_keys >= 1 and 1 <= num_splits <= {MAX_SPLITS}, "
+                         f"got {max_prefix_len}, {min_split_keys}, {num_splits}")  # fmt: skip
     if out is None:
         out = torch.empty_like(q)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
@@ -208,9 +210,8 @@ def tree_attention(
     row_tiles = _cdiv(n * group, block_m)
     if num_splits is None:
         programs = row_tiles * bs * num_kv_heads
-        num_splits = min(_cdiv(2 * _sm_count(q.device), programs), _cdiv(max_prefix_len, MIN_SPLIT_KEYS), MAX_SPLITS)
+        num_splits = min(_cdiv(2 * _sm_count(q.device), programs), _cdiv(max_prefix_len, min_split_keys), MAX_SPLITS)
     num_splits = max(num_splits, 1)
-    split_keys = _cdiv(_cdiv(max(max_prefix_len, 1), num_splits), block_n) * block_n
     if num_splits > 1:
         part_acc = torch.empty(num_splits, total_q, num_q_heads, head_dim, dtype=torch.float32, device=q.device)
         part_m = torch.empty(num_splits, total_q, num_q_heads, dtype=torch.float32, device=q.device)
@@ -220,7 +221,7 @@ def tree_attention(
     kernels.tree_attention_fwd[(row_tiles, bs * num_kv_heads, num_splits)](
         q, k_buffer, v_buffer, out, part_acc, part_m, part_l,
         req_to_token, req_pool_indices, prefix_lens, tree_mask,
-        sm_scale * LOG2_E, n, tree_mask.shape[2], num_kv_heads, num_q_heads, total_q, num_splits, split_keys,
+        sm_scale * LOG2_E, n, tree_mask.shape[2], num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         out.stride(0), out.stride(1), req_to_token.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
@@ -228,7 +229,8 @@ def tree_attention(
     )  # fmt: skip
     if num_splits > 1:
         kernels.merge_splits[(total_q, num_q_heads)](
-            out, part_acc, part_m, part_l, num_splits, total_q, num_q_heads, out.stride(0), out.stride(1),
+            out, part_acc, part_m, part_l, prefix_lens, n, min_split_keys, num_splits, total_q, num_q_heads,
+            out.stride(0), out.stride(1),
             SPLITS=_next_power_of_2(num_splits), HEAD_DIM=head_dim, num_warps=MERGE_WARPS,
         )  # fmt: skip
     return out

@@ -2,9 +2,12 @@
 
 ``tree_attention_fwd``: one program per (row tile, request x kv head, split). A row is one
 (tree node, q head) pair of the kv head's GQA group, so every K/V tile loaded serves the whole
-group. Split ``s`` attends its slice of the prefix; the last split also takes the tree keys under
-the ancestor bitmask. With one split the program writes the output; with several it writes its
-unnormalised state ``(acc, m, l)`` and ``merge_splits`` combines them. Scores are in log2 units
+group. The grid's splits are a ceiling: a request uses one split per ``min_split_keys`` of its own
+prefix (at least one), read on the device, so a short prefix in a graph captured for long ones
+costs no empty work. Active split ``s`` attends its slice of the prefix; the last active split also
+takes the tree keys under the ancestor bitmask. A request with one active split writes the output
+directly; with several, each writes its unnormalised state ``(acc, m, l)`` and ``merge_splits``
+combines them. Scores are in log2 units
 (``exp2``), accumulators fp32. float32 inputs multiply as ``DOT_PRECISION`` says: IEEE fp32 for the
 accuracy tests, TF32 in serving, as SGLang's Triton attention does.
 
@@ -37,7 +40,7 @@ def _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISIO
 def tree_attention_fwd(
     Q, K, V, O, part_acc, part_m, part_l,  # part_*: unused (any pointer) when SPLIT is False
     req_to_token, req_pool_indices, prefix_lens, tree_mask,
-    qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, split_keys,
+    qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -45,7 +48,6 @@ def tree_attention_fwd(
     b = tl.program_id(1) // num_kv_heads
     kv_head = tl.program_id(1) % num_kv_heads
     split = tl.program_id(2)
-    is_last_split = split == num_splits - 1
 
     # Row r of the tile: tree node r // GROUP, q head kv_head * GROUP + r % GROUP.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -57,6 +59,9 @@ def tree_attention_fwd(
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     prefix_len = tl.load(prefix_lens + b)
+    active = _active_splits(prefix_len, min_split_keys, num_splits)
+    is_active = split < active
+    is_last_split = split == active - 1
     slots = req_to_token + tl.load(req_pool_indices + b).to(tl.int64) * stride_r2t
     k_head = K + kv_head * stride_kh + dims[None, :]
     v_head = V + kv_head * stride_vh + dims[None, :]
@@ -64,10 +69,11 @@ def tree_attention_fwd(
     m_i = tl.full([BLOCK_M], NO_MAX, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    # Prefix keys [lo, hi), all visible. The last split runs to prefix_len, so keys past
-    # num_splits * split_keys (a prefix longer than the caller's max_prefix_len) still count.
-    lo = split * split_keys
-    hi = tl.where(is_last_split, prefix_len, tl.minimum(lo + split_keys, prefix_len))
+    # Prefix keys [lo, hi), all visible: equal slices of this request's prefix, whole key tiles each;
+    # the last active split runs to prefix_len. Inactive splits get an empty range.
+    split_keys = tl.cdiv(tl.cdiv(prefix_len, active), BLOCK_N) * BLOCK_N
+    lo = tl.where(is_active, tl.minimum(split * split_keys, prefix_len), 0)
+    hi = tl.where(is_last_split, prefix_len, tl.where(is_active, tl.minimum(lo + split_keys, prefix_len), 0))
     for start in range(lo, hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < hi
@@ -93,39 +99,52 @@ def tree_attention_fwd(
         visible = (tl.reshape(bits, [BLOCK_M, BLOCK_N]) != 0) & col_ok[None, :]
         acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISION)
 
+    o_ptrs = O + token[:, None] * stride_ot + head[:, None] * stride_oh + dims[None, :]
     if SPLIT:
-        at = (split * total_q + token).to(tl.int64) * num_q_heads + head  # [num_splits, total_q, Hq] index
-        tl.store(part_acc + at[:, None] * HEAD_DIM + dims[None, :], acc, mask=row_ok[:, None])
-        tl.store(part_m + at, m_i, mask=row_ok)
-        tl.store(part_l + at, l_i, mask=row_ok)
+        if is_active:
+            if active > 1:  # this split's state, for merge_splits
+                at = (split * total_q + token).to(tl.int64) * num_q_heads + head  # [num_splits, total_q, Hq] index
+                tl.store(part_acc + at[:, None] * HEAD_DIM + dims[None, :], acc, mask=row_ok[:, None])
+                tl.store(part_m + at, m_i, mask=row_ok)
+                tl.store(part_l + at, l_i, mask=row_ok)
+            else:  # the request's only split: the output itself
+                tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
     else:
         o = acc / l_i[:, None]
-        o_ptrs = O + token[:, None] * stride_ot + head[:, None] * stride_oh + dims[None, :]
         tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit
-def merge_splits(
-    O, part_acc, part_m, part_l, num_splits, total_q, num_q_heads, stride_ot, stride_oh,
-    SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
-):  # fmt: skip
-    """One program per (query token, head): o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s.
+def _active_splits(prefix_len, min_split_keys, num_splits):
+    """Splits a request uses: one per ``min_split_keys`` prefix keys, at least 1, at most ``num_splits``."""
+    return tl.minimum(tl.maximum(tl.cdiv(prefix_len, min_split_keys), 1), num_splits)
 
-    The last split saw the node itself, so m is finite; empty splits (m_s = NO_MAX, l_s = 0) and the
-    padding up to SPLITS (m_s = -inf) weigh 0.
+
+@triton.jit
+def merge_splits(
+    O, part_acc, part_m, part_l, prefix_lens, num_nodes, min_split_keys, num_splits, total_q, num_q_heads,
+    stride_ot, stride_oh, SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+):  # fmt: skip
+    """One program per (query token, head): o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s,
+    over the request's active splits; with one active split the forward kernel wrote ``o`` already.
+
+    The last active split saw the node itself, so m is finite; empty splits (m_s = NO_MAX, l_s = 0) and
+    the padding up to SPLITS (m_s = -inf) weigh 0.
     """
     token = tl.program_id(0)
     head = tl.program_id(1)
-    splits = tl.arange(0, SPLITS)
-    split_ok = splits < num_splits
-    dims = tl.arange(0, HEAD_DIM)
-    at = (splits * total_q + token).to(tl.int64) * num_q_heads + head
-    m_s = tl.load(part_m + at, mask=split_ok, other=float("-inf"))
-    l_s = tl.load(part_l + at, mask=split_ok, other=0.0)
-    acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=split_ok[:, None], other=0.0)
-    weight = tl.math.exp2(m_s - tl.max(m_s, 0))
-    o = tl.sum(acc_s * weight[:, None], 0) / tl.sum(l_s * weight, 0)
-    tl.store(O + token * stride_ot + head * stride_oh + dims, o.to(O.dtype.element_ty))
+    active = _active_splits(tl.load(prefix_lens + token // num_nodes), min_split_keys, num_splits)
+    if active > 1:
+        splits = tl.arange(0, SPLITS)
+        split_ok = splits < active
+        dims = tl.arange(0, HEAD_DIM)
+        at = (splits * total_q + token).to(tl.int64) * num_q_heads + head
+        m_s = tl.load(part_m + at, mask=split_ok, other=float("-inf"))
+        l_s = tl.load(part_l + at, mask=split_ok, other=0.0)
+        acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=split_ok[:, None], other=0.0)
+        weight = tl.math.exp2(m_s - tl.max(m_s, 0))
+        o = tl.sum(acc_s * weight[:, None], 0) / tl.sum(l_s * weight, 0)
+        tl.store(O + token * stride_ot + head * stride_oh + dims, o.to(O.dtype.element_ty))
 
 
 @triton.jit
