@@ -141,3 +141,15 @@ def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip) 
         assert bool((commit.rows[bs:] == -7.0).all()), "padding rows committed"
         deepest = max(deepest, int(ref.accept_len.max()))
     assert deepest >= 3, "the walks stayed shallow; the test would not see a compaction"
+
+
+def test_switch_takes_zero_or_one(monkeypatch) -> None:
+    from jetspec_sglang.sglang.greedy_accept import greedy_accept_enabled
+
+    monkeypatch.delenv("JETSPEC_GREEDY_ACCEPT", raising=False)
+    assert greedy_accept_enabled()
+    monkeypatch.setenv("JETSPEC_GREEDY_ACCEPT", "0")
+    assert not greedy_accept_enabled()
+    monkeypatch.setenv("JETSPEC_GREEDY_ACCEPT", "off")
+    with pytest.raises(ValueError, match="JETSPEC_GREEDY_ACCEPT must be 0 or 1"):
+        greedy_accept_enabled()

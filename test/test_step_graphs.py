@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 
-from jetspec_sglang.sglang.step_graphs import BucketedGraphs, DraftTopK, block_topk
+from jetspec_sglang.sglang.step_graphs import BucketedGraphs, DraftTopK, _same_memory, block_topk
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DEPTH, TOPK, HIDDEN, VOCAB = 3, 4, 16, 50
@@ -96,3 +96,12 @@ def test_bucketed_graphs_write_what_eager_writes_and_padding_writes_nothing() ->
         eager(values, slots, lens)
         torch.cuda.synchronize()
         assert torch.equal(graphed_target[1:], eager_target[1:]), bs
+
+
+def test_an_input_already_in_its_static_buffer_is_recognised() -> None:
+    """``BucketedGraphs`` skips copying an input that is the static buffer's own rows (written in place)."""
+    buffer = torch.zeros(8, 4)
+    assert _same_memory(buffer[:3], buffer[:3])
+    assert not _same_memory(buffer[:3], buffer[:3].clone())
+    assert not _same_memory(buffer[:3], buffer[:2])  # same start, fewer rows
+    assert not _same_memory(buffer[:2, :2], buffer.view(4, 8)[:2, :2])  # same start and shape, other strides

@@ -14,6 +14,7 @@ Padding rows of a bucket accept nothing, so they move no KV and commit nothing.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,14 @@ def buckets_within(buckets: Sequence[int], budget: int, tap_features: int, tap_d
     """
     row_bytes = budget * tap_features * torch.empty((), dtype=tap_dtype).element_size()
     return [bs for bs in sorted(set(buckets)) if bs * row_bytes <= limit]
+
+
+def greedy_accept_enabled() -> bool:
+    """``JETSPEC_GREEDY_ACCEPT=0`` sends greedy batches through SGLang's ``run_eagle_verify`` as well."""
+    value = os.environ.get("JETSPEC_GREEDY_ACCEPT", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"JETSPEC_GREEDY_ACCEPT must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def greedy_acceptable(batch: Any) -> bool:
@@ -129,13 +138,14 @@ class GreedyAccept:
                                 target_predict=target_predict)  # fmt: skip
         accept_index = torch.where(real[:, None], accept_index, -1)
         accept_lens = torch.where(real, correct + 1, 0).to(torch.int32)
-        accept_tokens = predict[accept_index.clamp_min(0)]  # [bs, w]; rows past accept_lens are never read
+        accepted_nodes = accept_index.clamp_min(0).to(torch.int64)  # global node ids; past accept_lens never read
+        accept_tokens = predict[accepted_nodes]  # [bs, w]
         fill_bonus_tokens_func(accept_tokens, accept_lens, self.bonus[:bs], w, bs)
         # The accepted path's target KV to the block's first slots (what SGLang's tree path does).
         kv_batch = SimpleNamespace(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
                                    req_to_token_pool=self.req_to_token_pool, out_cache_loc=out_cache_loc.flatten())
         move_accept_tokens_to_target_kvcache(kv_batch, accept_index, accept_lens - 1, self.kv_allocator)
-        rows = taps.flatten(0, 1)[(accept_index.clamp_min(0)).to(torch.int64)]  # [bs, w, F], node ids are global
+        rows = taps.flatten(0, 1)[accepted_nodes]  # [bs, w, F]
         self.write_committed(rows, block_positions, block_slots, accept_lens)
         front = self.predict[:bs]
         front.copy_(predict.view(bs, n))

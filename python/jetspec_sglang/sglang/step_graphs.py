@@ -106,7 +106,13 @@ class BucketedGraphs:
             return
         graph, static = self.graphs[bucket]
         for buffer, value in zip(static, inputs):
-            buffer[:bs].copy_(value)
+            if not _same_memory(buffer[:bs], value):  # a caller may write an input in place (a launch saved)
+                buffer[:bs].copy_(value)
         if bs < bucket:
             self.pad_rows(static, bs)
         graph.replay()
+
+
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` are the same elements (one view of one buffer), so copying would be a no-op."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -44,7 +43,13 @@ from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..tree import DraftTree
 from .draft_kv import DraftContextWriter
-from .greedy_accept import GreedyAccept, buckets_within, greedy_accept_supported, greedy_acceptable
+from .greedy_accept import (
+    GreedyAccept,
+    buckets_within,
+    greedy_accept_enabled,
+    greedy_accept_supported,
+    greedy_acceptable,
+)
 from .hooks import assert_hooks_applied
 from .lineage import EagleLineage, lineage_topk
 from .settings import TreeSettings
@@ -171,7 +176,7 @@ class JetSpecWorker(BaseSpecWorker):
             self.commit_graphs = BucketedGraphs(self.write_committed, decode_graphs.bs, self.committed_static_inputs,
                                                 pad_rows=_commit_nothing_past)
             self.commit_graphs.capture()
-        if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_on():
+        if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_enabled():
             features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
             buckets = buckets_within(decode_graphs.bs, self.tree.budget, features, dtype)
             if buckets:
@@ -385,11 +390,6 @@ class JetSpecWorker(BaseSpecWorker):
             torch.zeros((bs, width), dtype=torch.int64, device=self.device),
             torch.zeros((bs,), dtype=torch.int32, device=self.device),
         ]
-
-
-def greedy_accept_on() -> bool:
-    """``JETSPEC_GREEDY_ACCEPT=0`` sends greedy batches through SGLang's ``run_eagle_verify`` as well."""
-    return os.environ.get("JETSPEC_GREEDY_ACCEPT", "1") != "0"
 
 
 def _commit_nothing_past(static: list[torch.Tensor], bs: int) -> None:
