@@ -95,7 +95,8 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
     max_bs = max(args.batch_sizes)
     flags = ["--attention-backend", args.attention_backend, "--sampling-backend", "pytorch", "--random-seed", "0",
              "--mem-fraction-static", str(args.mem_fraction), "--max-running-requests", str(max_bs),
-             "--cuda-graph-max-bs-decode", str(max_bs), "--skip-tokenizer-init", "--disable-radix-cache"]
+             "--cuda-graph-max-bs-decode", str(max_bs), "--skip-tokenizer-init", "--disable-radix-cache",
+             "--disable-prefill-cuda-graph"]  # only decode steps are timed; saves 12-40 s of capture per server
     if args.load_format:
         flags += ["--load-format", args.load_format]
     log = Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log")
