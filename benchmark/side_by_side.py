@@ -1,10 +1,12 @@
-"""Plain SGLang against speculative algorithms, side by side in one run, at batch size 1.
+"""Plain SGLang against speculative algorithms, side by side in one run.
 
 Each configuration gets its own server (SGLang's launcher), one warm-up request,
-then the same chat prompts one at a time, greedy. Reported per configuration:
-output tokens per second (wall clock, prefill included for every method alike),
-accepted length tau (SGLang's ``spec_accept_length``: tokens per verify step), and
-the time of one decode step (wall time over verify steps; over tokens for plain).
+then the same chat prompts, greedy: one at a time by default, or ``--concurrency C``
+at once (C clients, each sending its next prompt as soon as its last one returns).
+Reported per configuration: output tokens per second (wall clock, prefill included
+for every method alike), accepted length tau (SGLang's ``spec_accept_length``:
+tokens per verify step), and at concurrency 1 the time of one decode step (wall
+time over verify steps; over tokens for plain).
 
     python benchmark/side_by_side.py --model M --head H --dataset gsm8k --num-prompts 16 \\
         --configs plain ngram dflash jetspec:16 jetspec:64 jetspec:128 --out benchmark/results/NAME
@@ -15,10 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 BASE_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--random-seed", "0",
-             "--mem-fraction-static", "0.3", "--max-running-requests", "4", "--cuda-graph-max-bs-decode", "4"]
+             "--mem-fraction-static", "0.3"]
+
+
+def server_args(concurrency: int) -> list[str]:
+    """The flags every configuration shares; batches of up to ``concurrency`` (at least 4) requests."""
+    max_bs = str(max(4, concurrency))
+    return [*BASE_ARGS, "--max-running-requests", max_bs, "--cuda-graph-max-bs-decode", max_bs]
 
 
 def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
@@ -30,23 +39,31 @@ def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], po
 
     sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
     log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
-    with SGLangServer(args.model, port, BASE_ARGS + algorithm_args(name, args.head), log_path=log,
+    with SGLangServer(args.model, port, server_args(args.concurrency) + algorithm_args(name, args.head), log_path=log,
                       env=algorithm_env(name)) as server:
         server.post("/generate", {"input_ids": prompts[0], "sampling_params": sampling})  # warm-up
-        tokens, steps, seconds, outputs = 0, 0, 0.0, []
-        for ids in prompts:
-            t0 = time.perf_counter()
-            out = server.post("/generate", {"input_ids": ids, "sampling_params": sampling})
-            seconds += time.perf_counter() - t0
-            n = len(out["output_ids"])
-            tokens += n
-            steps += out["meta_info"].get("spec_verify_ct") or n
-            outputs.append(out["output_ids"])
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            results = list(pool.map(lambda ids: _timed(server, ids, sampling), prompts))
+        wall = time.perf_counter() - t0
+    # One at a time, the sum of request times (no client gaps); at once, the wall time of the whole set.
+    seconds = sum(t for t, _ in results) if args.concurrency == 1 else wall
+    outputs = [out["output_ids"] for _, out in results]
+    tokens = sum(len(o) for o in outputs)
+    steps = sum(out["meta_info"].get("spec_verify_ct") or len(out["output_ids"]) for _, out in results)
     return {
         "config": name, "startup_s": round(server.startup_seconds, 1), "tokens": tokens, "seconds": round(seconds, 3),
         "tok_per_s": round(tokens / seconds, 1), "tau": round(tokens / steps, 3),
-        "step_ms": round(1000 * seconds / steps, 3), "outputs": outputs,
+        "step_ms": round(1000 * seconds / steps, 3) if args.concurrency == 1 else None, "outputs": outputs,
     }
+
+
+def _timed(server, ids: list[int], sampling: dict) -> tuple[float, dict]:
+    """Seconds one ``/generate`` request took, and its response."""
+    t0 = time.perf_counter()
+    out = server.post("/generate", {"input_ids": ids, "sampling_params": sampling})
+    return time.perf_counter() - t0, out
 
 
 def main() -> None:
@@ -56,6 +73,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="gsm8k")
     parser.add_argument("--num-prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (1: one at a time)")
     parser.add_argument("--configs", nargs="+", default=["plain", "ngram", "dflash", "jetspec:16", "jetspec:64",
                                                          "jetspec:128"])
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
@@ -75,7 +93,8 @@ def main() -> None:
     meta = {
         **run_metadata(),
         "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),
-        "max_new_tokens": args.max_new_tokens, "batch_size": 1, "server_args": BASE_ARGS,
+        "max_new_tokens": args.max_new_tokens, "concurrency": args.concurrency,
+        "server_args": server_args(args.concurrency),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +119,11 @@ def write_results(out: Path, meta: dict, rows: list[dict], failed: list[dict], d
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "failed": failed}, indent=1))
     header = ["| config | tok/s | speedup | tau | step ms | identical to plain | startup s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    table = header + [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms']} | "
+    table = header + [f"| {r['config']} | {r['tok_per_s']} | {r['speedup']} | {r['tau']} | {r['step_ms'] or '-'} | "
                       f"{r['identical_to_plain']}/{num_prompts} | {r['startup_s']} |" for r in rows]
     table += [f"| {f['config']} | failed to start: see its log |" for f in failed]
-    lines = [f"# Side by side, bs=1, {dataset} x {num_prompts}, {meta['max_new_tokens']} new tokens", "",
+    lines = [f"# Side by side, concurrency {meta.get('concurrency', 1)}, {dataset} x {num_prompts}, "
+             f"{meta['max_new_tokens']} new tokens", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "", *table]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return "\n".join(table)

@@ -99,7 +99,15 @@ def jetspec_runs(tiny_models, overlap: bool = False, **env: str) -> tuple[list[d
 
 @pytest.fixture(scope="module")
 def tiny_runs(tiny_models, tiny_plain):
+    """By default the budget follows the batch (``JETSPEC_VERIFY_TOKENS=128``): 48 nodes at bs 1-2 and 24 at
+    bs 3-8, graphed up to bs 4 and eager above, so these runs switch verify plans as requests finish."""
     return (tiny_plain, *jetspec_runs(tiny_models, overlap=False))
+
+
+@pytest.fixture(scope="module")
+def tiny_fixed_budget_runs(tiny_models, tiny_plain):
+    """The same with the full budget at every batch size (``JETSPEC_VERIFY_TOKENS=0``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_TOKENS="0"))
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +158,10 @@ def test_tiny_fp32_sglang_verify_inputs_are_token_identical(tiny_sglang_verify_i
 
 def test_tiny_fp32_tree_attention_is_token_identical(tiny_tree_attention_runs) -> None:
     assert_identical_with_radix_repeat(tiny_tree_attention_runs)
+
+
+def test_tiny_fp32_fixed_budget_is_token_identical(tiny_fixed_budget_runs) -> None:
+    assert_identical_with_radix_repeat(tiny_fixed_budget_runs)
 
 
 def test_tiny_fp32_accepts_several_tokens_per_step(tiny_runs) -> None:

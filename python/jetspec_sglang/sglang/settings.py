@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
+from .budget_plan import verify_token_cap
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
         sa.disable_overlap_schedule = True
     if sa.max_running_requests is None:
         sa.max_running_requests = DEFAULT_MAX_RUNNING_REQUESTS
+    verify_token_cap()  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
     return tree
 
 

@@ -6,7 +6,9 @@ A decode step reads as four phases:
    (TARGET_VERIFY mode) and yields per-depth top-K ids with full-vocabulary log-probs;
    the top-K is part of the head's CUDA graph (``step_graphs.DraftTopK``);
 2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
-   SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``);
+   SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``). ``N`` is the
+   server's budget for small batches and shrinks for large ones (``budget_plan``): each budget
+   has its own target attention backend and verify graphs (``verify_plans``);
 3. ``verify``  the verify inputs come from one more launch (``verify_input``), then the target
    scores the tree in one pass. An all-greedy batch is accepted, its KV moved and the head's
    K/V committed by one graph replay (``greedy_accept.GreedyAccept``, SGLang's own greedy
@@ -42,6 +44,7 @@ from sglang.srt.speculative.spec_utils import record_stream_each, record_stream_
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..tree import DraftTree
+from .budget_plan import verify_token_cap
 from .draft_kv import DraftContextWriter
 from .greedy_accept import (
     GreedyAccept,
@@ -51,16 +54,17 @@ from .greedy_accept import (
     greedy_acceptable,
 )
 from .hooks import assert_hooks_applied
-from .lineage import EagleLineage, lineage_topk
+from .lineage import EagleLineage
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
 from .step_graphs import BucketedGraphs, DraftTopK, block_topk
 from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
-from .tree_builder import select_tree_builder, select_verify_inputs
-from .tree_verify_attention import TreeMaskBuffer, install_tree_verify_attention, select_verify_attention
+from .tree_builder import select_verify_inputs
+from .tree_verify_attention import select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
+from .verify_plans import VerifyPlan, VerifyPlans
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +84,15 @@ class JetSpecWorker(BaseSpecWorker):
             topk=server_args.speculative_eagle_topk,
             depth=server_args.speculative_num_steps,
         )
-        self.lineage_topk = lineage_topk(self.tree.budget, self.tree.depth, self.tree.topk)
-        self.tree_builder_name, self.build_tree = select_tree_builder(self.tree.budget, self.lineage_topk)
-        self.verify_inputs_name = select_verify_inputs(self.tree_builder_name)
-        self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
         self.verify_attention = select_verify_attention()
-        self.tree_mask: Optional[TreeMaskBuffer] = None  # the tree kernel's ancestor masks, when it verifies
+        # One plan per tree budget; the smaller budgets of large batches come with the graphs.
+        self.plans = VerifyPlans(self.model_runner, self.tree, self.verify_attention == "tree",
+                                 getattr(server_args, "cuda_graph_max_bs_decode", None) or 0, self.device)
+        full = self.plans.full
+        self.verify_inputs_name = select_verify_inputs(full.tree_builder_name)
+        self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
         self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
         self.commit_graphs: Optional[BucketedGraphs] = None
-        self.greedy_accept: Optional[GreedyAccept] = None  # graphed greedy acceptance, once captured
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
         self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
@@ -131,7 +135,7 @@ class JetSpecWorker(BaseSpecWorker):
         logger.info(
             "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s verify inputs=%s "
             "verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
-            self.tree.budget, self.tree.topk, self.tree.depth, self.lineage_topk, self.tree_builder_name,
+            self.tree.budget, self.tree.topk, self.tree.depth, full.lineage_topk, full.tree_builder_name,
             self.verify_inputs_name, self.verify_attention,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
@@ -144,7 +148,8 @@ class JetSpecWorker(BaseSpecWorker):
 
     @property
     def spec_v2_attn_backends(self) -> tuple:
-        return (self.model_runner.attn_backend, self.draft_model_runner.attn_backend)
+        return tuple(dict.fromkeys([self.model_runner.attn_backend, *self.plans.attn_backends(),
+                                    self.draft_model_runner.attn_backend]))
 
     def alloc_memory_pool(self, memory_pool_config=None, req_to_token_pool=None, token_to_kv_pool_allocator=None):
         # The head's KV pool is its own buffer, addressed by the target's slot indices.
@@ -156,11 +161,7 @@ class JetSpecWorker(BaseSpecWorker):
 
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
-        if self.verify_attention == "tree":  # the target's backend exists now, its graphs come next
-            capacity = max(self.model_runner.req_to_token_pool.size,
-                           getattr(self.server_args, "cuda_graph_max_bs_decode", None) or 0)
-            self.tree_mask = TreeMaskBuffer(capacity, self.tree.budget, self.device)
-            install_tree_verify_attention(self.model_runner.attn_backend, self.tree_mask)
+        self.plans.adopt_target_backend()  # the target's backend exists now, its graphs come next
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
@@ -176,17 +177,25 @@ class JetSpecWorker(BaseSpecWorker):
             self.commit_graphs = BucketedGraphs(self.write_committed, decode_graphs.bs, self.committed_static_inputs,
                                                 pad_rows=_commit_nothing_past)
             self.commit_graphs.capture()
+        cap = verify_token_cap()
+        max_requests = self.server_args.max_running_requests or self.model_runner.req_to_token_pool.size
+        layout = self.plans.build(list(decode_graphs.bs) if capture else [], max_requests, cap)
+        logger.info("JETSPEC verifies %s (JETSPEC_VERIFY_TOKENS=%d)", layout, cap)
         if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_enabled():
-            features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
-            buckets = buckets_within(decode_graphs.bs, self.tree.budget, features, dtype)
-            if buckets:
-                self.greedy_accept = GreedyAccept(
-                    self.tree.budget, self.block_len, features, dtype, buckets, self.model_runner.req_to_token_pool,
-                    self.model_runner.token_to_kv_pool_allocator, self.write_committed, self.device,
-                )  # fmt: skip
-                self.greedy_accept.capture()
-            logger.info("JETSPEC graphed greedy acceptance for batch sizes %s (larger ones use SGLang's verify path)",
-                        buckets)
+            for plan in self.plans:
+                self.capture_greedy_accept(plan)
+
+    def capture_greedy_accept(self, plan: VerifyPlan) -> None:
+        features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
+        buckets = buckets_within(plan.graph_batch_sizes, plan.budget, features, dtype)
+        if buckets:
+            plan.greedy_accept = GreedyAccept(
+                plan.budget, self.block_len, features, dtype, buckets, self.model_runner.req_to_token_pool,
+                self.model_runner.token_to_kv_pool_allocator, self.write_committed, self.device,
+            )  # fmt: skip
+            plan.greedy_accept.capture()
+        logger.info("JETSPEC graphed greedy acceptance at budget %d for batch sizes %s (others use SGLang's "
+                    "verify path)", plan.budget, buckets)
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
@@ -210,23 +219,25 @@ class JetSpecWorker(BaseSpecWorker):
         # Under overlap scheduling seq_lens comes from the schedule stream (FutureMap); keep it alive here.
         batch.seq_lens.record_stream(torch.cuda.current_stream())
         self.profiler.mark()
+        plan = self.plans.for_batch(draft_input.bonus_tokens.shape[0])
         topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
         self.profiler.mark()
-        tree, lineage = self.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
+        tree, lineage = plan.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
         self.profiler.mark()
-        result, committed = self.verify(batch, draft_input, tree, lineage, grammar_barrier, block_slots,
+        result, committed = self.verify(batch, draft_input, plan, tree, lineage, grammar_barrier, block_slots,
                                         block_positions)
         self.profiler.mark()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
         if not committed:
-            self.commit(result, block_slots, block_positions)
+            self.commit(result, plan.budget, block_slots, block_positions)
         self.profiler.mark()
         self.profiler.end_step(block_slots.shape[0])
         return result
 
     def prefill(self, batch: Any, on_publish: Optional[Callable]) -> GenerationBatchResult:
         """Target prefill with tap capture, then the head's context K/V for every prompt token."""
+        self.plans.activate(self.plans.full)  # SGLang's own backend, which its prefill graphs captured
         result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
         result.new_seq_lens = batch.seq_lens
         if on_publish is not None:
@@ -296,17 +307,18 @@ class JetSpecWorker(BaseSpecWorker):
                                        self.tree.topk, self.tp_group)
         return ids, logprobs, slots, positions
 
-    def verify(self, batch: Any, draft_input: Any, tree: DraftTree, lineage: EagleLineage,
+    def verify(self, batch: Any, draft_input: Any, plan: VerifyPlan, tree: DraftTree, lineage: EagleLineage,
                grammar_barrier: Optional[Callable], block_slots: torch.Tensor, block_positions: torch.Tensor
                ) -> tuple[GenerationBatchResult, bool]:
         """Score the tree with the target and accept a path; also says whether the head's K/V of the
         accepted path is written already (the graphed greedy path does that too)."""
-        if self.tree_mask is not None:
-            self.tree_mask.write(tree.parents, tree.max_depth)
+        if plan.tree_mask is not None:
+            plan.tree_mask.write(tree.parents, tree.max_depth)
         batch.spec_info = self.make_verify_input(batch, draft_input, tree, lineage, target_worker=self.target_worker,
-                                                 budget=self.tree.budget, device=self.device)
-        if self.greedy_accept is not None and self.greedy_accept.fits(len(tree.tokens)) and greedy_acceptable(batch):
-            return self.verify_greedy(batch, block_slots, block_positions), True
+                                                 budget=plan.budget, device=self.device)
+        accept = plan.greedy_accept
+        if accept is not None and accept.fits(len(tree.tokens)) and greedy_acceptable(batch):
+            return self.verify_greedy(batch, accept, block_slots, block_positions), True
         return run_eagle_verify(
             batch,
             target_worker=self.target_worker,
@@ -316,15 +328,15 @@ class JetSpecWorker(BaseSpecWorker):
             plan_stream_ctx=contextlib.nullcontext(),
             topk=lineage.topk,
             num_steps=lineage.depth,
-            num_draft_tokens=self.tree.budget,
+            num_draft_tokens=plan.budget,
             device=self.device,
             metadata_ready_pre_pad=False,
             finalize_tree_path=True,
             grammar_barrier=grammar_barrier,
         ), False
 
-    def verify_greedy(self, batch: Any, block_slots: torch.Tensor, block_positions: torch.Tensor
-                      ) -> GenerationBatchResult:
+    def verify_greedy(self, batch: Any, accept: GreedyAccept, block_slots: torch.Tensor,
+                      block_positions: torch.Tensor) -> GenerationBatchResult:
         """The target's verify forward through SGLang, then ``GreedyAccept``'s one replay."""
         verify_input = batch.spec_info
         stream = torch.cuda.current_stream()
@@ -335,7 +347,7 @@ class JetSpecWorker(BaseSpecWorker):
         record_stream_each((batch.input_ids, batch.out_cache_loc), stream)
         out = self.target_worker.forward_batch_generation(batch=None, forward_batch=forward_batch, is_verify=True)
         logits_output = out.logits_output
-        predict, accept_lens, bonus, new_seq_lens = self.greedy_accept(
+        predict, accept_lens, bonus, new_seq_lens = accept(
             logits_output.next_token_logits, logits_output.hidden_states, verify_input, batch.seq_lens,
             batch.req_pool_indices, batch.out_cache_loc, block_positions, block_slots,
         )  # fmt: skip
@@ -347,13 +359,14 @@ class JetSpecWorker(BaseSpecWorker):
             new_seq_lens=new_seq_lens,
             next_draft_input=make_draft_input_v2(bonus_tokens=bonus, new_seq_lens=new_seq_lens),
             can_run_cuda_graph=can_run_graph,
-            speculative_num_draft_tokens=self.tree.budget,
+            speculative_num_draft_tokens=accept.budget,
             routed_experts_output=out.routed_experts_output,
             indexer_topk_output=out.indexer_topk_output,
             extra_keep_alive_refs=[forward_batch],  # the scheduler holds the verify tensors across overlap
         )
 
-    def commit(self, result: GenerationBatchResult, block_slots: torch.Tensor, block_positions: torch.Tensor) -> None:
+    def commit(self, result: GenerationBatchResult, budget: int, block_slots: torch.Tensor,
+               block_positions: torch.Tensor) -> None:
         """Write the head's context K/V for the committed tokens (root plus accepted nodes).
 
         After verify, the accepted path's taps sit at the front of each request's rows
@@ -361,7 +374,7 @@ class JetSpecWorker(BaseSpecWorker):
         ``block_slots[:, j]`` / position ``seq_len + j`` for ``j < accept_lens``.
         """
         bs = block_slots.shape[0]
-        taps = result.logits_output.hidden_states.view(bs, self.tree.budget, -1)[:, : self.block_len]
+        taps = result.logits_output.hidden_states.view(bs, budget, -1)[:, : self.block_len]
         write = self.commit_graphs or self.write_committed
         write(taps, block_positions, block_slots, result.accept_lens.to(torch.int32))
         result.logits_output.hidden_states = None
