@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from jetspec_sglang.sglang.budget_plan import budget_for_batch, budgets_by_batch, describe, verify_token_cap
+from jetspec_sglang.sglang.budget_plan import (
+    budget_for_batch,
+    budgets_by_batch,
+    default_verify_tokens,
+    describe,
+    verify_token_cap,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,12 +44,21 @@ def test_a_batch_of_no_requests_is_refused() -> None:
         budget_for_batch(0, 64, 15, 128)
 
 
+def test_the_default_cap_follows_the_target_width() -> None:
+    assert default_verify_tokens(4096) == 128  # the Qwen3-8B shape, measured
+    assert 2300 < default_verify_tokens(576) < 2500  # SmolLM2-135M: 2048 verify tokens cost about what 256 do
+    assert default_verify_tokens(8192) == 128  # never below the reference
+    assert default_verify_tokens(1024) > default_verify_tokens(2048) > default_verify_tokens(4096)
+
+
 def test_the_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JETSPEC_VERIFY_TOKENS", raising=False)
-    assert verify_token_cap() == 128
+    assert verify_token_cap(4096) == 128 and verify_token_cap(576) == default_verify_tokens(576)
     monkeypatch.setenv("JETSPEC_VERIFY_TOKENS", "0")
-    assert verify_token_cap() == 0
+    assert verify_token_cap(576) == 0
+    monkeypatch.setenv("JETSPEC_VERIFY_TOKENS", "512")
+    assert verify_token_cap(4096) == 512
     for bad in ("-4", "many", "1.5"):
         monkeypatch.setenv("JETSPEC_VERIFY_TOKENS", bad)
         with pytest.raises(ValueError, match="JETSPEC_VERIFY_TOKENS"):
-            verify_token_cap()
+            verify_token_cap(4096)

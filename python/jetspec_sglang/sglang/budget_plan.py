@@ -4,28 +4,40 @@ A verify forward pushes ``bs * N`` tokens through every weight of the target. On
 linear layers of a Qwen3-8B-shaped model cost 1.03x a one-token forward at 16 tokens, 1.17x at
 128, 1.49x at 256 and 2.54x at 512 (``benchmark/kernels/linear_floor.py``, results in
 ``benchmark/results/step_breakdown_h200/``). So a budget that is cheap at bs 1 is ruinous at bs 16:
-budget 128 cost 10.2 plain steps there, budget 16 cost 2.5. The worker therefore halves the budget
-as the batch grows, until ``bs * N`` fits ``JETSPEC_VERIFY_TOKENS`` (default 128) or the budget
-reaches its floor: 16 nodes, and never fewer than the draft block (``depth + 1``) so that a full-depth
-chain still fits. ``--speculative-num-draft-tokens`` stays the budget of small batches.
-``JETSPEC_VERIFY_TOKENS=0`` verifies the full budget at every batch size.
+budget 128 cost 10.3 plain steps there, budget 16 cost 2.6. The worker therefore halves the budget
+as the batch grows, until ``bs * N`` fits the cap or the budget reaches its floor: 16 nodes, and
+never fewer than the draft block (``depth + 1``) so that a full-depth chain still fits.
+``--speculative-num-draft-tokens`` stays the budget of small batches.
 
-Raise the cap for small, host-bound targets (where extra tokens are nearly free) or heads whose
-acceptance keeps growing with the budget; lower it for larger targets. This module imports no
-sglang so it can be tested on CPUs.
+Where the extra tokens start to cost depends on the target's width. The default cap is
+``128 * (4096 / hidden_size) ** 1.5`` tokens, never below 128: fitted to the two shapes measured,
+128 for the Qwen3-8B shape and about 2400 for SmolLM2-135M (hidden 576), where 2048 verify tokens
+cost about what 256 do because the step is bound by the host, not the GPU. ``JETSPEC_VERIFY_TOKENS=N``
+sets the cap for a deployment (``benchmark/step_breakdown.py`` measures what each budget costs
+there); ``0`` verifies the full budget at every batch size. This module imports no sglang so it can
+be tested on CPUs.
 """
 
 from __future__ import annotations
 
 import os
 
-DEFAULT_VERIFY_TOKENS = 128
 MIN_BUDGET = 16
+REFERENCE_WIDTH = 4096  # the Qwen3-8B shape, whose measured cap is REFERENCE_TOKENS
+REFERENCE_TOKENS = 128
 
 
-def verify_token_cap() -> int:
-    """``$JETSPEC_VERIFY_TOKENS``: the tokens one verify forward should hold (0: no cap)."""
-    value = os.environ.get("JETSPEC_VERIFY_TOKENS", str(DEFAULT_VERIFY_TOKENS))
+def default_verify_tokens(hidden_size: int) -> int:
+    """The cap for a target of this width when ``JETSPEC_VERIFY_TOKENS`` is unset."""
+    return round(REFERENCE_TOKENS * max(1.0, REFERENCE_WIDTH / hidden_size) ** 1.5)
+
+
+def verify_token_cap(hidden_size: int) -> int:
+    """``$JETSPEC_VERIFY_TOKENS``, else ``default_verify_tokens``: the tokens one verify forward should
+    hold (0: no cap)."""
+    value = os.environ.get("JETSPEC_VERIFY_TOKENS")
+    if value is None:
+        return default_verify_tokens(hidden_size)
     if not value.isdigit():
         raise ValueError(f"JETSPEC_VERIFY_TOKENS must be a whole number of tokens (0 turns the cap off), got {value!r}")
     return int(value)

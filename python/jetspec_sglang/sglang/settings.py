@@ -117,6 +117,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     head = DraftHeadConfig.from_hf_dict(head_dict)
     check_causal_flags_reach_sglang(head, head_dict, head_path)
     check_head_matches_target(head, read_json(Path(sa.model_path) / "config.json"))
+    verify_token_cap(head.hidden_size)  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget
@@ -130,7 +131,6 @@ def validate_server_args(server_args: Any) -> TreeSettings:
         sa.disable_overlap_schedule = True
     if sa.max_running_requests is None:
         sa.max_running_requests = DEFAULT_MAX_RUNNING_REQUESTS
-    verify_token_cap()  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
     return tree
 
 

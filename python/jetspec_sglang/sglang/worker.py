@@ -177,7 +177,7 @@ class JetSpecWorker(BaseSpecWorker):
             self.commit_graphs = BucketedGraphs(self.write_committed, decode_graphs.bs, self.committed_static_inputs,
                                                 pad_rows=_commit_nothing_past)
             self.commit_graphs.capture()
-        cap = verify_token_cap()
+        cap = verify_token_cap(self.model_runner.model_config.hidden_size)
         max_requests = self.server_args.max_running_requests or self.model_runner.req_to_token_pool.size
         layout = self.plans.build(list(decode_graphs.bs) if capture else [], max_requests, cap)
         logger.info("JETSPEC verifies %s (JETSPEC_VERIFY_TOKENS=%d)", layout, cap)
