@@ -83,6 +83,7 @@ class VerifyPlans:
                 plan = self.by_budget[budget] = self._new_plan(budget)
                 plan.attn_backend, plan.graph_runner = self._build_target_runner(plan, graphed)
             self.by_budget[budget].graph_batch_sizes = graphed
+            self._compile_verify_prep(budget)
         return describe(layout)
 
     def for_batch(self, bs: int) -> VerifyPlan:
@@ -111,6 +112,17 @@ class VerifyPlans:
             rows = max(self.model_runner.req_to_token_pool.size, self.graph_max_bs)
             plan.tree_mask = TreeMaskBuffer(rows, plan.budget, self.device)
             install_tree_verify_attention(backend, plan.tree_mask)
+
+    def _compile_verify_prep(self, budget: int) -> None:
+        """SGLang's verify preparation gathers the tree's KV slots with a Triton kernel whose draft-token count is a
+        compile-time constant (``assign_extend_cache_locs_uniform``), so each budget compiles it on first use, in
+        the middle of serving. Compile it now, on one request's row 0 (read only; the result is dropped)."""
+        from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_uniform_func
+
+        zero = torch.zeros((1,), dtype=torch.int64, device=self.device)
+        req_to_token = self.model_runner.req_to_token_pool.req_to_token
+        assign_extend_cache_locs_uniform_func(req_pool_indices=zero, req_to_token=req_to_token, start_offset=zero,
+                                              batch_size=1, draft_token_num=budget, device=self.device)
 
     def _build_target_runner(self, plan: VerifyPlan, batch_sizes: list[int]) -> tuple[Any, Optional[Any]]:
         """A target attention backend for ``plan``'s width and, when ``batch_sizes`` is not empty, a

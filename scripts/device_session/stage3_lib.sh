@@ -1,0 +1,41 @@
+# Sourced by the 4-GPU stage-3 scripts, after common.sh: checks the machine, installs the inputs (data, SmolLM2,
+# the committed head when carried), writes the timing models, sets DEADLINE to STAGE_SECONDS from now, and defines
+# the jobs they share. Every job gets the time left to that one deadline (`left`).
+# Usage: STAGE_SECONDS=... NEED_HEAD=0|1 source scripts/device_session/stage3_lib.sh
+[ "$NGPU" -ge 4 ] || { echo "$(basename "$0") needs 4 GPUs (found $NGPU)"; exit 2; }
+source scripts/device_session/install_inputs.sh
+if [ "${NEED_HEAD:-0}" = 1 ] && [ ! -f $HEAD/model.safetensors ]; then
+  echo "no head: carry .devwork/head (park_head.sh park)"; exit 2
+fi
+bash scripts/device_session/bench_models.sh > /tmp/res/bench_models.log 2>&1 || { tail /tmp/res/bench_models.log; exit 1; }
+DEADLINE=$(( $(date +%s) + ${STAGE_SECONDS:-480} ))
+QWEN="/tmp/models/qwen3-8b-dummy /tmp/heads/qwen3-8b-dummy"
+QWEN_FLAGS="--load-format dummy --vocab 151000 --mem-fraction 0.6"
+SMOL_RANDOM_HEAD=/tmp/heads/random-4layer
+
+breakdown() {  # GPU NAME MODEL HEAD CONFIGS BATCHES [extra step_breakdown flags]
+  local gpu=$1 name=$2 model=$3 head=$4 configs=$5 batches=$6; shift 6
+  CUDA_VISIBLE_DEVICES=$gpu timeout $(left) python3 benchmark/step_breakdown.py --model $model --head $head \
+    --batch-sizes $batches --new-tokens 128 --configs $configs --port $((31000 + 200 * gpu)) \
+    --out /tmp/res/$name "$@" > /tmp/res/$name.out 2>&1
+}
+
+side_by_side() {  # GPU NAME CONCURRENCY PROMPTS CONFIGS: GSM8K with the committed head
+  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 benchmark/side_by_side.py --model $SMOL --head $HEAD --dataset gsm8k \
+    --num-prompts $4 --max-new-tokens 256 --concurrency $3 --configs $5 --out /tmp/res/$2 > /tmp/res/$2.out 2>&1
+}
+
+fp32_tests() {  # GPU: the fp32 lossless, worker-graph and greedy-acceptance tests with the sync test, then the
+                # tree-attention fp32 test in a pytest of its own (a failing engine kills its parent)
+  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -q -s -rA test/test_greedy_accept.py test/test_step_graphs.py \
+    test/test_sglang_gpu.py -k "not smollm2 and not tree_attention" > /tmp/res/gpu_tests.log 2>&1
+  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -q -s -rA test/test_sglang_gpu.py -k "tree_attention" \
+    > /tmp/res/gpu_tests_tree_attention.log 2>&1
+}
+
+report() {  # after `wait`: test results, the budgets chosen, every table; everything back in $OUT/results.tgz
+  grep -hE "^(PASSED|FAILED|ERROR)|passed|failed|Killed" /tmp/res/*tests*.log 2>/dev/null | tail -30
+  grep -h "JETSPEC verifies" /tmp/res/*.log 2>/dev/null | cut -c23-200 | sort | uniq -c
+  for f in /tmp/res/*.md; do echo "== $f"; grep "^|\|^- jetspec" "$f"; done
+  tar -czf $OUT/results.tgz -C /tmp/res .
+}
