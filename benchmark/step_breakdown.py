@@ -8,6 +8,7 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
   prefill per request included for every configuration alike;
 - step / plain: that over plain SGLang's step at the same bs (the issue-5 metric);
 - tau: tokens per step;
+- the tree budget the server verified that batch size with (budget by batch size, ``sglang/budget_plan.py``);
 - for JETSPEC, the GPU-timeline time of each phase (draft, tree, verify, commit) and the gap
   between steps (host work the GPU waited for), from the worker's opt-in CUDA-event profiler
   (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``): the median over
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, close_servers_on_sigterm
+from jetspec_sglang.sglang.budget_plan import budget_in_log
 from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
 from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
 
@@ -116,7 +118,8 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
                 text = f.read()
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
-                         "phases_ms": phase_medians(text, bs)})
+                         "phases_ms": phase_medians(text, bs),
+                         "budget": budget_in_log(log.read_text(encoding="utf-8", errors="replace"), bs)})
             traces = [line.split(TRACE_PREFIX, 1)[1] for line in text.splitlines() if f"{TRACE_PREFIX} per step" in line]
             if traces:
                 rows[-1]["host_trace"] = traces[-1].strip()
@@ -134,11 +137,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     plain = {r["bs"]: r["step_ms"] for r in rows if r["config"] == "plain"}
     cols = [*PHASES, "gap"]
     lines = [f"# Step breakdown, {meta['model']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
-             "| config | bs | step ms | step / plain | tau | " + " | ".join(f"{c} ms" for c in cols) + " |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+             "| config | bs | step ms | step / plain | tau | " + " | ".join(f"{c} ms" for c in cols) + " | budget |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
     for r in rows:
         ratio = f"{r['step_ms'] / plain[r['bs']]:.2f}" if r["bs"] in plain else "-"
-        cells = [str(r["phases_ms"].get(c, "-")) for c in cols]
+        cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-")]
         lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {r['tau']} | " + " | ".join(cells) + " |")
     traced = [r for r in rows if r.get("host_trace")]
     if traced:
@@ -161,7 +164,9 @@ def reparse(out: Path) -> None:
     for row in run["rows"]:
         if "error" not in row:
             log = out.with_name(f"{out.name}-{row['config'].replace(':', '-')}.log")
-            row["phases_ms"] = phase_medians(log.read_text(encoding="utf-8", errors="replace"), row["bs"])
+            text = log.read_text(encoding="utf-8", errors="replace")
+            row["phases_ms"] = phase_medians(text, row["bs"])
+            row["budget"] = budget_in_log(text, row["bs"])
     run["meta"]["reparsed"] = "phase columns recomputed from the server logs by step_breakdown.py --reparse"
     write_tables(out, run["meta"], run["rows"])
     print(markdown(run["meta"], [r for r in run["rows"] if "error" not in r]))

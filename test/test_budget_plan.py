@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from jetspec_sglang.sglang.budget_plan import (
+    LOG_PREFIX,
     budget_for_batch,
+    budget_in_log,
     budgets_by_batch,
     default_verify_tokens,
     describe,
@@ -62,3 +64,10 @@ def test_the_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv("JETSPEC_VERIFY_TOKENS", bad)
         with pytest.raises(ValueError, match="JETSPEC_VERIFY_TOKENS"):
             verify_token_cap(4096)
+
+
+def test_the_startup_log_line_names_each_batch_sizes_budget() -> None:
+    plan = budgets_by_batch(list(range(1, 33)), max_budget=128, depth=15, cap=128)
+    log = f"noise\n[2026-11-28 18:57:08] {LOG_PREFIX}{describe(plan)} (JETSPEC_VERIFY_TOKENS=128)\nDecode batch"
+    assert [budget_in_log(log, bs) for bs in (1, 2, 3, 4, 5, 32)] == [128, 64, 32, 32, 16, 16]
+    assert budget_in_log(log, 33) is None and budget_in_log("plain server log", 1) is None

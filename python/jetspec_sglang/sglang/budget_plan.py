@@ -21,6 +21,7 @@ be tested on CPUs.
 from __future__ import annotations
 
 import os
+import re
 
 MIN_BUDGET = 16
 REFERENCE_WIDTH = 4096  # the Qwen3-8B shape, whose measured cap is REFERENCE_TOKENS
@@ -63,8 +64,25 @@ def budgets_by_batch(batch_sizes: list[int], max_budget: int, depth: int, cap: i
     return dict(sorted(plan.items(), reverse=True))
 
 
+LOG_PREFIX = "JETSPEC verifies "
+_RANGE_RE = re.compile(r"(\d+) at bs (\d+)(?:-(\d+))?")
+
+
 def describe(plan: dict[int, list[int]]) -> str:
-    """``"budget 128 at bs 1, 64 at bs 2, 32 at bs 3-4"`` for the startup log."""
+    """``"budget 128 at bs 1, 64 at bs 2, 32 at bs 3-4"`` for the startup log (the worker's batch sizes are
+    contiguous, so each budget's are a range)."""
     parts = [f"{budget} at bs {sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
              for budget, sizes in plan.items()]
     return "budget " + ", ".join(parts)
+
+
+def budget_in_log(log_text: str, bs: int) -> int | None:
+    """The budget a server verified batches of ``bs`` requests with, read from its startup log line
+    (``LOG_PREFIX`` + ``describe``); None where the log has no such line or range."""
+    lines = [line for line in log_text.splitlines() if LOG_PREFIX in line]
+    if not lines:
+        return None
+    for budget, first, last in _RANGE_RE.findall(lines[-1].split(LOG_PREFIX, 1)[1]):
+        if int(first) <= bs <= int(last or first):
+            return int(budget)
+    return None

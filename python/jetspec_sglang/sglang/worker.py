@@ -44,6 +44,7 @@ from sglang.srt.speculative.spec_utils import record_stream_each, record_stream_
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..tree import DraftTree
+from .budget_plan import LOG_PREFIX as BUDGET_LOG_PREFIX
 from .budget_plan import verify_token_cap
 from .draft_kv import DraftContextWriter
 from .greedy_accept import (
@@ -180,7 +181,7 @@ class JetSpecWorker(BaseSpecWorker):
         cap = verify_token_cap(self.model_runner.model_config.hidden_size)
         max_requests = self.server_args.max_running_requests or self.model_runner.req_to_token_pool.size
         layout = self.plans.build(list(decode_graphs.bs) if capture else [], max_requests, cap)
-        logger.info("JETSPEC verifies %s (JETSPEC_VERIFY_TOKENS=%d)", layout, cap)
+        logger.info("%s%s (JETSPEC_VERIFY_TOKENS=%d)", BUDGET_LOG_PREFIX, layout, cap)
         if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_enabled():
             for plan in self.plans:
                 self.capture_greedy_accept(plan)
