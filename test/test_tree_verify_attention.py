@@ -1,4 +1,4 @@
-"""The opt-in tree-verify attention (``JETSPEC_VERIFY_ATTENTION=tree``) on a CPU.
+"""The tree-verify attention (``JETSPEC_VERIFY_ATTENTION``: ``auto`` takes it for wide targets) on a CPU.
 
 A stand-in for SGLang's Triton backend (same attribute names) takes the mixin, and the
 kernel is replaced by its float64 reference (the kernel itself is tested in
@@ -177,8 +177,22 @@ def test_install_names_the_fix_for_other_backends(monkeypatch) -> None:
 
 def test_select_verify_attention(monkeypatch) -> None:
     monkeypatch.delenv("JETSPEC_VERIFY_ATTENTION", raising=False)
-    assert tva.select_verify_attention() == "sglang"
+    assert tva.select_verify_attention() == "auto"
     monkeypatch.setenv("JETSPEC_VERIFY_ATTENTION", "tree")
     assert tva.select_verify_attention() == "tree"
     with pytest.raises(ValueError, match="must be one of"):
         tva.select_verify_attention("flash")
+
+
+def test_auto_takes_the_tree_kernel_for_wide_targets_on_a_backend_that_can_take_it() -> None:
+    class FlashInferAttnBackend:
+        page_size = 1
+
+    triton = TritonAttnBackend(MHATokenToKVPool(1), torch.zeros(1, 1, dtype=torch.int32))
+    assert tva.resolve_verify_attention("auto", triton, 4096) == "tree"  # the Qwen3-8B shape, measured faster
+    assert tva.resolve_verify_attention("auto", triton, 576) == "sglang"  # SmolLM2: not shown faster
+    assert tva.resolve_verify_attention("auto", FlashInferAttnBackend(), 4096) == "sglang"
+    triton.page_size = 16
+    assert tva.resolve_verify_attention("auto", triton, 4096) == "sglang"
+    assert tva.resolve_verify_attention("tree", triton, 576) == "tree"  # asked for by name: install says why not
+    assert tva.resolve_verify_attention("sglang", triton, 8192) == "sglang"

@@ -29,6 +29,7 @@ from typing import Any, Optional
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from .budget_plan import verify_token_cap
+from .tree_verify_attention import select_verify_attention
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     check_causal_flags_reach_sglang(head, head_dict, head_path)
     check_head_matches_target(head, read_json(Path(sa.model_path) / "config.json"))
     verify_token_cap(head.hidden_size)  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
+    select_verify_attention()  # and a bad JETSPEC_VERIFY_ATTENTION
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget

@@ -63,7 +63,7 @@ from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_verify_inputs
-from .tree_verify_attention import select_verify_attention
+from .tree_verify_attention import resolve_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
 from .verify_plans import VerifyPlan, VerifyPlans
 
@@ -87,7 +87,7 @@ class JetSpecWorker(BaseSpecWorker):
         )
         self.verify_attention = select_verify_attention()
         # One plan per tree budget; the smaller budgets of large batches come with the graphs.
-        self.plans = VerifyPlans(self.model_runner, self.tree, self.verify_attention == "tree",
+        self.plans = VerifyPlans(self.model_runner, self.tree, False,  # tree attention resolved with the backend
                                  getattr(server_args, "cuda_graph_max_bs_decode", None) or 0, self.device)
         full = self.plans.full
         self.verify_inputs_name = select_verify_inputs(full.tree_builder_name)
@@ -162,7 +162,12 @@ class JetSpecWorker(BaseSpecWorker):
 
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
-        self.plans.adopt_target_backend()  # the target's backend exists now, its graphs come next
+        # The target's backend exists now, its graphs come next.
+        self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend,
+                                                         self.model_runner.model_config.hidden_size)
+        self.plans.tree_attention = self.verify_attention == "tree"
+        logger.info("JETSPEC verify attention: %s", self.verify_attention)
+        self.plans.adopt_target_backend()
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
