@@ -68,3 +68,22 @@ def test_the_tree_builder_of_a_plan_builds_trees_of_its_budget(plans: VerifyPlan
     logprobs = torch.log_softmax(torch.randn(3, 4, 8, generator=gen), -1)
     tree, lineage = plans.by_budget[24].build_tree(ids, logprobs, torch.tensor([1, 2, 3]))
     assert tree.tokens.shape == (3, 24) and lineage.topk == plans.by_budget[24].lineage_topk
+
+
+def test_tree_attention_gives_a_plan_its_own_mask_which_the_compile_warm_up_leaves_as_lone_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JETSPEC_TREE_BUILDER", "torch")
+    installed = []
+    monkeypatch.setattr("jetspec_sglang.sglang.verify_plans.install_tree_verify_attention",
+                        lambda backend, mask: installed.append((backend, mask)))
+    runner = SimpleNamespace(attn_backend="sglang-backend", decode_cuda_graph_runner=None,
+                             req_to_token_pool=SimpleNamespace(size=6))
+    plans = VerifyPlans(runner, TreeSettings(budget=40, topk=4, depth=3), tree_attention=True, graph_max_bs=4,
+                        device="cpu")
+    plans.adopt_target_backend()
+    mask = plans.full.tree_mask
+    assert installed == [("sglang-backend", mask)] and tuple(mask.buffer.shape) == (6, 40, 2)
+    lone_roots = torch.zeros(40, 2, dtype=torch.int32)
+    for node in range(40):  # each node sees only itself: bit node % 32 of word node // 32 (int32, so bit 31 wraps)
+        bit = 1 << (node % 32)
+        lone_roots[node, node // 32] = bit - (1 << 32) if bit >= 1 << 31 else bit
+    assert torch.equal(mask.buffer[0], lone_roots) and torch.equal(mask.buffer[5], lone_roots)

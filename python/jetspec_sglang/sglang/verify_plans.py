@@ -112,6 +112,10 @@ class VerifyPlans:
             rows = max(self.model_runner.req_to_token_pool.size, self.graph_max_bs)
             plan.tree_mask = TreeMaskBuffer(rows, plan.budget, self.device)
             install_tree_verify_attention(backend, plan.tree_mask)
+            # The mask kernel compiles per mask width on first use; compile it now, writing row 0 as it
+            # already is (a tree of lone roots).
+            plan.tree_mask.write(torch.full((1, plan.budget), -1, dtype=torch.int64, device=self.device),
+                                 self.tree.depth)
 
     def _compile_verify_prep(self, budget: int) -> None:
         """SGLang's verify preparation gathers the tree's KV slots with a Triton kernel whose draft-token count is a
