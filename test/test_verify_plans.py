@@ -73,7 +73,8 @@ def test_the_tree_builder_of_a_plan_builds_trees_of_its_budget(plans: VerifyPlan
 def test_tree_attention_gives_a_plan_its_own_mask_which_the_compile_warm_up_leaves_as_lone_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JETSPEC_TREE_BUILDER", "torch")
     installed = []
-    monkeypatch.setattr("jetspec_sglang.sglang.verify_plans.install_tree_verify_attention",
+    # The globals the method reads (other tests re-import sglang-facing modules, so patch by function, not by path).
+    monkeypatch.setitem(VerifyPlans._prepare_backend.__globals__, "install_tree_verify_attention",
                         lambda backend, mask: installed.append((backend, mask)))
     runner = SimpleNamespace(attn_backend="sglang-backend", decode_cuda_graph_runner=None,
                              req_to_token_pool=SimpleNamespace(size=6))
