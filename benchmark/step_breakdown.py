@@ -108,6 +108,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
     rows = []
     with SGLangServer(args.model, port, flags + algorithm_args(name, args.head), log_path=str(log), env=env) as server:
         decode_batch(server, [[rng.randrange(args.vocab) for _ in range(args.prompt_len)]], 32)  # warm-up
+        startup_log = log.read_text(encoding="utf-8", errors="replace")  # names the budget per batch size
         for bs in args.batch_sizes:
             prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_len)] for _ in range(bs)]
             offset = log.stat().st_size
@@ -119,7 +120,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
                          "phases_ms": phase_medians(text, bs),
-                         "budget": budget_in_log(log.read_text(encoding="utf-8", errors="replace"), bs)})
+                         "budget": budget_in_log(startup_log, bs)})
             traces = [line.split(TRACE_PREFIX, 1)[1] for line in text.splitlines() if f"{TRACE_PREFIX} per step" in line]
             if traces:
                 rows[-1]["host_trace"] = traces[-1].strip()

@@ -18,8 +18,7 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> VerifyPlans:
     monkeypatch.setenv("JETSPEC_TREE_BUILDER", "torch")  # no CUDA extension build on a CPU
     runner = SimpleNamespace(attn_backend="sglang-backend", decode_cuda_graph_runner="sglang-graphs",
                              req_to_token_pool=SimpleNamespace(size=8))
-    plans = VerifyPlans(runner, TreeSettings(budget=48, topk=8, depth=4), tree_attention=False, graph_max_bs=4,
-                        device="cpu")
+    plans = VerifyPlans(runner, TreeSettings(budget=48, topk=8, depth=4), graph_max_bs=4, device="cpu")
     built, compiled = [], []
 
     def build_target_runner(plan, batch_sizes):
@@ -28,7 +27,7 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> VerifyPlans:
 
     monkeypatch.setattr(plans, "_build_target_runner", build_target_runner)
     monkeypatch.setattr(plans, "_compile_verify_prep", compiled.append)
-    plans.adopt_target_backend()
+    plans.adopt_target_backend(tree_attention=False)
     plans.built, plans.compiled = built, compiled
     return plans
 
@@ -78,9 +77,8 @@ def test_tree_attention_gives_a_plan_its_own_mask_which_the_compile_warm_up_leav
                         lambda backend, mask: installed.append((backend, mask)))
     runner = SimpleNamespace(attn_backend="sglang-backend", decode_cuda_graph_runner=None,
                              req_to_token_pool=SimpleNamespace(size=6))
-    plans = VerifyPlans(runner, TreeSettings(budget=40, topk=4, depth=3), tree_attention=True, graph_max_bs=4,
-                        device="cpu")
-    plans.adopt_target_backend()
+    plans = VerifyPlans(runner, TreeSettings(budget=40, topk=4, depth=3), graph_max_bs=4, device="cpu")
+    plans.adopt_target_backend(tree_attention=True)
     mask = plans.full.tree_mask
     assert installed == [("sglang-backend", mask)] and tuple(mask.buffer.shape) == (6, 40, 2)
     lone_roots = torch.zeros(40, 2, dtype=torch.int32)

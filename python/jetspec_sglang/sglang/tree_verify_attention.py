@@ -34,8 +34,8 @@ CHOICES = ("auto", "sglang", "tree")
 TREE_MIN_HIDDEN = 2048  # ``auto`` picks the tree kernel from this target width on (measured: 4096 faster, 576 not)
 # SGLang 0.5.17's Triton attention kernels call tl.dot without input_precision, so float32 multiplies in
 # TF32; ours does the same in serving, so --dtype float32 runs score the tree as the target's own
-# attention would. With IEEE fp32 dots the 2026-11-28 fp32 GPU test diverged from plain SGLang on some
-# prompts; this precision difference is the suspected cause (not yet rerun on a GPU).
+# attention would. With IEEE fp32 dots the fp32 GPU test diverged from plain SGLang on some prompts;
+# with TF32 it is token-identical (H200, 2026-11-28, benchmark/results/sglang_plugin_h200/).
 SGLANG_FP32_DOT = "tf32"
 
 

@@ -49,15 +49,13 @@ class VerifyPlans:
     Parameters:
         model_runner: the target's.
         tree: the server's tree settings (``budget`` is the full budget).
-        tree_attention: whether verify attention runs through our tree kernel.
         graph_max_bs: the largest decode graph (a tree-mask buffer holds that many rows, or the request
             pool's size where larger).
     """
 
-    def __init__(self, model_runner: Any, tree: TreeSettings, tree_attention: bool, graph_max_bs: int,
-                 device: torch.device | str) -> None:
-        self.model_runner, self.tree, self.device = model_runner, tree, device
-        self.tree_attention, self.graph_max_bs = tree_attention, graph_max_bs
+    def __init__(self, model_runner: Any, tree: TreeSettings, graph_max_bs: int, device: torch.device | str) -> None:
+        self.model_runner, self.tree, self.device, self.graph_max_bs = model_runner, tree, device, graph_max_bs
+        self.tree_attention = False  # decided with the target's backend (adopt_target_backend)
         self.full = self._new_plan(tree.budget)
         self.by_budget: dict[int, VerifyPlan] = {tree.budget: self.full}
         self.budget_of_batch: dict[int, int] = {}
@@ -65,8 +63,10 @@ class VerifyPlans:
     def __iter__(self) -> Iterator[VerifyPlan]:
         return iter(self.by_budget.values())
 
-    def adopt_target_backend(self) -> None:
-        """The full budget's plan takes SGLang's target backend (call once it exists, before its graphs)."""
+    def adopt_target_backend(self, tree_attention: bool) -> None:
+        """The full budget's plan takes SGLang's target backend (call once it exists, before its graphs);
+        ``tree_attention``: whether every plan's verify attention runs through our tree kernel."""
+        self.tree_attention = tree_attention
         self.full.attn_backend = self.model_runner.attn_backend
         self._prepare_backend(self.full, self.full.attn_backend)
 
@@ -88,7 +88,8 @@ class VerifyPlans:
 
     def for_batch(self, bs: int) -> VerifyPlan:
         """The plan of a verify batch of ``bs`` requests, made the target's active backend and graphs."""
-        plan = self.by_budget[self.budget_of_batch.get(bs, min(self.by_budget))]
+        budget = self.budget_of_batch.get(bs)
+        plan = self.by_budget[budget if budget is not None else min(self.by_budget)]  # past max_requests: smallest
         self.activate(plan)
         return plan
 

@@ -87,7 +87,7 @@ class JetSpecWorker(BaseSpecWorker):
         )
         self.verify_attention = select_verify_attention()
         # One plan per tree budget; the smaller budgets of large batches come with the graphs.
-        self.plans = VerifyPlans(self.model_runner, self.tree, False,  # tree attention resolved with the backend
+        self.plans = VerifyPlans(self.model_runner, self.tree,
                                  getattr(server_args, "cuda_graph_max_bs_decode", None) or 0, self.device)
         full = self.plans.full
         self.verify_inputs_name = select_verify_inputs(full.tree_builder_name)
@@ -165,9 +165,8 @@ class JetSpecWorker(BaseSpecWorker):
         # The target's backend exists now, its graphs come next.
         self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend,
                                                          self.model_runner.model_config.hidden_size)
-        self.plans.tree_attention = self.verify_attention == "tree"
         logger.info("JETSPEC verify attention: %s", self.verify_attention)
-        self.plans.adopt_target_backend()
+        self.plans.adopt_target_backend(tree_attention=self.verify_attention == "tree")
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
