@@ -30,10 +30,12 @@ SHAPES = {"qwen3-8b": QWEN3_8B}
 HEAD_LAYERS = {"qwen3-8b": 5}
 
 
-def write_shape(shape: str, model_dir: Path, head_dir: Path) -> None:
-    """Write the target's and the head's ``config.json``."""
+def write_shape(shape: str, model_dir: Path, head_dir: Path, head_layers: int = 0) -> None:
+    """Write the target's and the head's ``config.json`` (``head_layers=0``: the published head's depth;
+    the taps stay the published head's either way)."""
     target = SHAPES[shape]
-    head = DraftHeadConfig.for_target(target, num_hidden_layers=HEAD_LAYERS[shape], block_size=16)
+    head = DraftHeadConfig.for_target(target, num_hidden_layers=head_layers or HEAD_LAYERS[shape],
+                                      num_taps=HEAD_LAYERS[shape], block_size=16)
     for folder, config in ((model_dir, target), (head_dir, head.to_hf_dict())):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(config, indent=1))
@@ -44,8 +46,11 @@ def main() -> None:
     parser.add_argument("shape", choices=sorted(SHAPES))
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("head_dir", type=Path)
+    parser.add_argument("--head-layers", type=int, default=0,
+                        help="draft layers of the head (default: the published head's, 5 for qwen3-8b); "
+                             "fewer layers time a cheaper head")
     args = parser.parse_args()
-    write_shape(args.shape, args.model_dir, args.head_dir)
+    write_shape(args.shape, args.model_dir, args.head_dir, args.head_layers)
     print(f"{args.shape}: target config in {args.model_dir}, head config in {args.head_dir}")
 
 

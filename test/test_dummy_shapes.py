@@ -20,3 +20,10 @@ def test_qwen3_8b_shape_and_its_head_match(tmp_path) -> None:
     assert head.num_hidden_layers == 5 and head.target_layer_ids == (1, 9, 17, 25, 33)
     assert json.loads((tmp_path / "head" / "config.json").read_text())["architectures"] == ["DFlashDraftModel"]
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json"]  # no weights: dummy load
+
+
+def test_a_cheaper_head_keeps_the_taps(tmp_path) -> None:
+    load_benchmark("dummy_shapes").write_shape("qwen3-8b", tmp_path / "model", tmp_path / "head", head_layers=1)
+    head = DraftHeadConfig.from_json_file(tmp_path / "head" / "config.json")
+    check_head_matches_target(head, AutoConfig.from_pretrained(tmp_path / "model"))
+    assert head.num_hidden_layers == 1 and len(head.target_layer_ids) == 5

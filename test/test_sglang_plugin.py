@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import IntEnum
 from types import SimpleNamespace
 
 import pytest
@@ -158,7 +159,8 @@ needs_source = pytest.mark.skipif(sglang_source() is None, reason="sglang 0.5.17
 def test_spec_class_conforms_to_sglang_and_registers_once() -> None:
     with light_sglang(sglang_source()) as sgl:
         from jetspec_sglang.sglang import registration
-        from jetspec_sglang.sglang.hooks import CREATE_DUMMY_VERIFY_INPUT, EXTRA_CONTEXT_LEN, GET_SPEC_INFO
+        from jetspec_sglang.sglang.hooks import (CREATE_DUMMY_VERIFY_INPUT, EXTRA_CONTEXT_LEN, GET_SPEC_INFO,
+                                                  PREFILL_GRAPH_CAPTURE)
         from jetspec_sglang.sglang.spec_algo import JetSpecAlgo
 
         sgl.spec_registry._assert_custom_spec_algo_conforms(JetSpecAlgo)
@@ -172,4 +174,48 @@ def test_spec_class_conforms_to_sglang_and_registers_once() -> None:
         for method in ("create_future_map", "need_topk", "carries_draft_hidden_states"):
             assert method not in vars(sgl.spec_registry.CustomSpecAlgo), f"sglang now defines {method}; revisit"
         hooks = sgl.hook_registry.HookRegistry._hooks
-        assert all(len(hooks[t]) == 1 for t in (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, EXTRA_CONTEXT_LEN))
+        assert all(len(hooks[t]) == 1 for t in (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, EXTRA_CONTEXT_LEN,
+                                                PREFILL_GRAPH_CAPTURE))
+
+
+class _CaptureMode(IntEnum):  # SGLang's CaptureHiddenMode values
+    NULL = 0
+    LAST = 1
+    FULL = 2
+
+
+@needs_source
+@pytest.mark.parametrize("algorithm,is_draft_worker,expected", [
+    ("JETSPEC", False, _CaptureMode.FULL), ("JETSPEC", True, _CaptureMode.NULL), ("EAGLE", False, _CaptureMode.NULL),
+])
+def test_prefill_graphs_capture_taps_only_for_the_jetspec_target(algorithm, is_draft_worker, expected) -> None:
+    runner = SimpleNamespace(capture_hidden_mode=_CaptureMode.NULL, model_runner=SimpleNamespace(
+        spec_algorithm=SimpleNamespace(name=algorithm), is_draft_worker=is_draft_worker))
+    with light_sglang(sglang_source()):
+        from jetspec_sglang.sglang.hooks import prefill_graph_capture_before
+
+        prefill_graph_capture_before(runner)
+    assert runner.capture_hidden_mode is expected
+
+
+@needs_source
+def test_prefill_runner_sets_its_capture_mode_before_it_captures() -> None:
+    """The hook runs at ``capture()``; SGLang's ``__init__`` must decide the mode before calling it."""
+    import ast
+
+    with light_sglang(sglang_source()):
+        from jetspec_sglang.sglang.hooks import PREFILL_GRAPH_CAPTURE
+    module_path, cls_name, method = PREFILL_GRAPH_CAPTURE.rsplit(".", 2)
+    tree = ast.parse((sglang_source() / (module_path.replace(".", "/") + ".py")).read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    methods = {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+    assert method in methods
+
+    def lines(predicate) -> list[int]:
+        return [n.lineno for n in ast.walk(methods["__init__"]) if predicate(n)]
+
+    sets_mode = lines(lambda n: isinstance(n, ast.Attribute) and n.attr == "capture_hidden_mode"
+                      and isinstance(n.ctx, ast.Store))
+    calls_capture = lines(lambda n: isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                          and n.func.attr == method)
+    assert sets_mode and calls_capture and max(sets_mode) < min(calls_capture)

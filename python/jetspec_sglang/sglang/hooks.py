@@ -6,6 +6,9 @@ Each hook names the symbol it wraps and passes every other algorithm through unt
   capture-time spec inputs. The target's verify graph needs an ``EagleVerifyInput``
   carrying the mask buffer and FULL hidden capture (the tap features); the draft's
   block graph needs a mask-free ``DFlashVerifyInput`` (causal block, no capture).
+- ``PrefillCudaGraphRunner.capture``: the target's prefill graphs capture FULL hidden states
+  (the tap features the head's context K/V is written from), which SGLang grants only EAGLE
+  and DFLASH targets; without it every JETSPEC prefill runs eagerly.
 - ``DefaultPoolConfigurator.__init__``: budget the draft head's KV pool next to the
   target's, as SGLang does for EAGLE.
 - ``allocation_sizing.get_req_to_token_extra_context_len``: room in each
@@ -27,6 +30,7 @@ from .spec_algo import ALGORITHM_NAME
 
 GET_SPEC_INFO = "sglang.srt.model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.get_spec_info"
 CREATE_DUMMY_VERIFY_INPUT = "sglang.srt.speculative.spec_info.create_dummy_verify_input"
+PREFILL_GRAPH_CAPTURE = "sglang.srt.model_executor.runner.prefill_cuda_graph_runner.PrefillCudaGraphRunner.capture"
 POOL_CONFIGURATOR_INIT = "sglang.srt.model_executor.pool_configurator.DefaultPoolConfigurator.__init__"
 EXTRA_CONTEXT_LEN = "sglang.srt.mem_cache.allocation_sizing.get_req_to_token_extra_context_len"
 MULTI_PLATFORM_FORWARD = "sglang.srt.layers.utils.multi_platform.MultiPlatformOp.forward"
@@ -97,6 +101,16 @@ def create_dummy_verify_input_around(
     )
 
 
+def prefill_graph_capture_before(runner: Any) -> None:
+    """Capture a JETSPEC target's prefill graphs with FULL hidden states, as SGLang does for DFLASH targets."""
+    model_runner = runner.model_runner
+    if not is_jetspec(model_runner.spec_algorithm) or model_runner.is_draft_worker:
+        return None
+    mode = runner.capture_hidden_mode  # a CaptureHiddenMode
+    runner.capture_hidden_mode = max(mode, type(mode).FULL)
+    return None
+
+
 def pool_configurator_after(result: None, configurator: Any, kvc: Any) -> None:
     """Grow the per-token KV cost by the head's layers, so both pools fit in the budget."""
     if not is_jetspec(kvc.spec_algorithm) or kvc.is_draft_worker:
@@ -132,6 +146,7 @@ def register_hooks() -> None:
 
     HookRegistry.register(GET_SPEC_INFO, get_spec_info_around, HookType.AROUND)
     HookRegistry.register(CREATE_DUMMY_VERIFY_INPUT, create_dummy_verify_input_around, HookType.AROUND)
+    HookRegistry.register(PREFILL_GRAPH_CAPTURE, prefill_graph_capture_before, HookType.BEFORE)
     HookRegistry.register(POOL_CONFIGURATOR_INIT, pool_configurator_after, HookType.AFTER)
     HookRegistry.register(EXTRA_CONTEXT_LEN, extra_context_len_around, HookType.AROUND)
     if os.environ.get(FP32_NATIVE_OPS_ENV) == "1":
@@ -142,7 +157,8 @@ def assert_hooks_applied() -> None:
     """Fail loudly at worker start if a hook did not land (SGLang only logs hook failures)."""
     from pkgutil import resolve_name
 
-    missing = [t for t in (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, POOL_CONFIGURATOR_INIT, EXTRA_CONTEXT_LEN)
+    missing = [t for t in (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, PREFILL_GRAPH_CAPTURE,
+                                              POOL_CONFIGURATOR_INIT, EXTRA_CONTEXT_LEN)
                if not hasattr(resolve_name(t), "__wrapped__")]
     if missing:
         raise RuntimeError(
