@@ -29,9 +29,5 @@ breakdown 1 breakdown_qwen3_8b_dummy $QWEN "plain jetspec:128 jetspec-sglang-att
   side_by_side 3 side_by_side_c16 16 256 "plain jetspec:64"
 ) &
 wait
-for f in /tmp/res/*.log; do
-  n=$(grep -c "Prefill batch" "$f"); [ "$n" -gt 0 ] || continue
-  echo "$(basename "$f"): prefill $(grep "Prefill batch" "$f" | grep -o "cuda graph: [A-Za-z]*" | sort | uniq -c | tr -s ' ')"
-done > /tmp/res/prefill_graphs.txt
-cat /tmp/res/prefill_graphs.txt
+prefill_graphs
 report

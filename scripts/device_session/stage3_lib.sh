@@ -33,6 +33,13 @@ fp32_tests() {  # GPU: the fp32 lossless, worker-graph and greedy-acceptance tes
     > /tmp/res/gpu_tests_tree_attention.log 2>&1
 }
 
+prefill_graphs() {  # after `wait`: per server log, how its prefill batches ran (SGLang logs `cuda graph: True/False`)
+  for f in /tmp/res/*.log; do
+    [ "$(grep -c "Prefill batch" "$f")" -gt 0 ] || continue
+    echo "$(basename "$f"): $(grep "Prefill batch" "$f" | grep -o "cuda graph: [A-Za-z]*" | sort | uniq -c | tr -s ' ')"
+  done | tee /tmp/res/prefill_graphs.txt
+}
+
 report() {  # after `wait`: test results, the budgets chosen, every table; everything back in $OUT/results.tgz
   grep -hE "^(PASSED|FAILED|ERROR)|passed|failed|Killed" /tmp/res/*tests*.log 2>/dev/null | tail -30
   grep -h "JETSPEC verifies" /tmp/res/*.log 2>/dev/null | cut -c23-200 | sort | uniq -c
