@@ -124,9 +124,10 @@ def tiny_sglang_verify_input_runs(tiny_models, tiny_plain):
 
 
 @pytest.fixture(scope="module")
-def tiny_tree_attention_runs(tiny_models, tiny_plain):
-    """The same with the target's verify attention from our kernel (``JETSPEC_VERIFY_ATTENTION=tree``)."""
-    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_ATTENTION="tree"))
+def tiny_sglang_attention_runs(tiny_models, tiny_plain):
+    """The same with SGLang's verify attention (``JETSPEC_VERIFY_ATTENTION=sglang``) instead of our tree kernel,
+    which the other runs take by default on the Triton backend."""
+    return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_ATTENTION="sglang"))
 
 
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
@@ -157,8 +158,8 @@ def test_tiny_fp32_sglang_verify_inputs_are_token_identical(tiny_sglang_verify_i
     assert_identical_with_radix_repeat(tiny_sglang_verify_input_runs)
 
 
-def test_tiny_fp32_tree_attention_is_token_identical(tiny_tree_attention_runs) -> None:
-    assert_identical_with_radix_repeat(tiny_tree_attention_runs)
+def test_tiny_fp32_sglang_attention_is_token_identical(tiny_sglang_attention_runs) -> None:
+    assert_identical_with_radix_repeat(tiny_sglang_attention_runs)
 
 
 def test_tiny_fp32_fixed_budget_is_token_identical(tiny_fixed_budget_runs) -> None:

@@ -19,7 +19,7 @@ JETSPEC_VARIANTS = {
     "jetspec": {},  # overlap-scheduled, the default
     "jetspec-no-overlap": {"JETSPEC_OVERLAP": "0"},  # without overlap scheduling
     "jetspec-tree": {"JETSPEC_VERIFY_ATTENTION": "tree"},  # verify attention from our tree kernel
-    "jetspec-sglang-attention": {"JETSPEC_VERIFY_ATTENTION": "sglang"},  # SGLang's, also for wide targets
+    "jetspec-sglang-attention": {"JETSPEC_VERIFY_ATTENTION": "sglang"},  # SGLang's (the default takes ours on triton)
     "jetspec-sglang-inputs": {"JETSPEC_VERIFY_INPUTS": "sglang"},  # verify inputs from SGLang's tree kernel
     "jetspec-sglang-accept": {"JETSPEC_GREEDY_ACCEPT": "0"},  # greedy acceptance by SGLang's run_eagle_verify
     "jetspec-fixed": {"JETSPEC_VERIFY_TOKENS": "0"},  # the full budget at every batch size

@@ -25,12 +25,10 @@ side_by_side() {  # GPU NAME CONCURRENCY PROMPTS CONFIGS: GSM8K with the committ
     --num-prompts $4 --max-new-tokens 256 --concurrency $3 --configs $5 --out /tmp/res/$2 > /tmp/res/$2.out 2>&1
 }
 
-fp32_tests() {  # GPU: the fp32 lossless, worker-graph and greedy-acceptance tests with the sync test, then the
-                # tree-attention fp32 test in a pytest of its own (a failing engine kills its parent)
+fp32_tests() {  # GPU: the fp32 lossless (tree attention by default, SGLang's by name), worker-graph and
+                # greedy-acceptance tests with the sync test
   CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -q -s -rA test/test_greedy_accept.py test/test_step_graphs.py \
-    test/test_sglang_gpu.py -k "not smollm2 and not tree_attention" > /tmp/res/gpu_tests.log 2>&1
-  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -q -s -rA test/test_sglang_gpu.py -k "tree_attention" \
-    > /tmp/res/gpu_tests_tree_attention.log 2>&1
+    test/test_sglang_gpu.py -k "not smollm2" > /tmp/res/gpu_tests.log 2>&1
 }
 
 prefill_graphs() {  # after `wait`: per server log, how its prefill batches ran (SGLang logs `cuda graph: True/False`)

@@ -13,10 +13,14 @@ and the tree part under a compact ``[N, ceil(N / 32)]`` ancestor bitmask.
   The draft head's backend is left alone.
 
 ``JETSPEC_VERIFY_ATTENTION`` is ``auto`` (the default), ``tree`` or ``sglang``. ``auto`` takes the tree kernel
-for targets at least ``TREE_MIN_HIDDEN`` wide on a backend that can take it: on the H200 it made every batch size
-of a Qwen3-8B-shaped target faster (bs 1, budget 128: 8.00 vs 8.95 ms a step; bs 16: 12.6 vs 15.2 ms;
-``benchmark/results/step_breakdown_h200/``). On SmolLM2-135M (576 wide) it cut the verify's GPU time too
-(1.16 vs 1.50 ms) but was slower in wall time at bs 1-4 in one run, so narrow targets keep SGLang's attention.
+wherever the target's backend can take it (Triton, page size 1, plain MHA pool). On the H200 it was faster
+on both measured targets (``benchmark/results/step_breakdown_h200/``, ``side_by_side_h200/``):
+- a Qwen3-8B shape at bs 1, 16 and 32 (budget 128 at bs 1: 8.16 vs 9.29 ms a step; bs 32: 22.1 vs 24.9),
+  about 4% slower at bs 4 (9.31 vs 8.93);
+- SmolLM2-135M in five of five same-lease comparisons at bs 1 and 4 (bs 1, budget 64: 2.78 vs 4.10 ms and
+  3.06 vs 3.36), and 1.61x plain against 1.19x one request at a time with the trained head.
+  A sixth-session run had it slower on SmolLM2, before the mask kernel compiled at startup (its first use per
+  budget compiled mid-run), so narrow targets kept SGLang's attention until then.
 SGLang still builds its own verify mask (the verify inputs need it for other backends).
 """
 
@@ -31,7 +35,6 @@ from torch import Tensor
 from ..kernels.tree_attention import DTYPES, HEAD_DIMS, build_tree_mask, tree_attention, tree_mask_from_parents
 
 CHOICES = ("auto", "sglang", "tree")
-TREE_MIN_HIDDEN = 2048  # ``auto`` picks the tree kernel from this target width on (measured: 4096 faster, 576 not)
 # SGLang 0.5.17's Triton attention kernels call tl.dot without input_precision, so float32 multiplies in
 # TF32; ours does the same in serving, so --dtype float32 runs score the tree as the target's own
 # attention would. With IEEE fp32 dots the fp32 GPU test diverged from plain SGLang on some prompts;
@@ -47,12 +50,12 @@ def select_verify_attention(choice: Optional[str] = None) -> str:
     return choice
 
 
-def resolve_verify_attention(choice: str, backend: Any, hidden_size: int) -> str:
-    """``sglang`` or ``tree`` for the target's ``backend``: ``auto`` takes ``tree`` for targets at least
-    ``TREE_MIN_HIDDEN`` wide whose backend can take it; a named choice stays as asked."""
+def resolve_verify_attention(choice: str, backend: Any) -> str:
+    """``sglang`` or ``tree`` for the target's ``backend``: ``auto`` takes ``tree`` where the backend can
+    take it; a named choice stays as asked (an impossible ``tree`` then fails at install, saying why)."""
     if choice != "auto":
         return choice
-    return "tree" if hidden_size >= TREE_MIN_HIDDEN and tree_attention_refusal(backend) is None else "sglang"
+    return "tree" if tree_attention_refusal(backend) is None else "sglang"
 
 
 def tree_attention_refusal(backend: Any) -> Optional[str]:

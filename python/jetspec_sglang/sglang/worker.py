@@ -163,8 +163,7 @@ class JetSpecWorker(BaseSpecWorker):
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
         # The target's backend exists now, its graphs come next.
-        self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend,
-                                                         self.model_runner.model_config.hidden_size)
+        self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend)
         logger.info("JETSPEC verify attention: %s", self.verify_attention)
         self.plans.adopt_target_backend(tree_attention=self.verify_attention == "tree")
 
