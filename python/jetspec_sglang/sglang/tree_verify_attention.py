@@ -17,10 +17,10 @@ wherever the target's backend can take it (Triton, page size 1, plain MHA pool).
 on both measured targets (``benchmark/results/step_breakdown_h200/``, ``side_by_side_h200/``):
 - a Qwen3-8B shape at bs 1, 16 and 32 (budget 128 at bs 1: 8.16 vs 9.29 ms a step; bs 32: 22.1 vs 24.9),
   about 4% slower at bs 4 (9.31 vs 8.93);
-- SmolLM2-135M in five of five same-lease comparisons at bs 1 and 4 (bs 1, budget 64: 2.78 vs 4.10 ms and
+- SmolLM2-135M in six of six same-lease comparisons at bs 1 and 4 (bs 1, budget 64: 2.78 vs 4.10 ms and
   3.06 vs 3.36), and 1.61x plain against 1.19x one request at a time with the trained head.
-  A sixth-session run had it slower on SmolLM2, before the mask kernel compiled at startup (its first use per
-  budget compiled mid-run), so narrow targets kept SGLang's attention until then.
+  A sixth-session run had it slower on SmolLM2. That run predates the mask kernel's compile at startup (its
+  first use per budget compiled mid-run), the likely cause; narrow targets kept SGLang's attention until then.
 SGLang still builds its own verify mask (the verify inputs need it for other backends).
 """
 
