@@ -157,9 +157,8 @@ def assert_hooks_applied() -> None:
     """Fail loudly at worker start if a hook did not land (SGLang only logs hook failures)."""
     from pkgutil import resolve_name
 
-    missing = [t for t in (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, PREFILL_GRAPH_CAPTURE,
-                                              POOL_CONFIGURATOR_INIT, EXTRA_CONTEXT_LEN)
-               if not hasattr(resolve_name(t), "__wrapped__")]
+    hooked = (GET_SPEC_INFO, CREATE_DUMMY_VERIFY_INPUT, PREFILL_GRAPH_CAPTURE, POOL_CONFIGURATOR_INIT, EXTRA_CONTEXT_LEN)
+    missing = [t for t in hooked if not hasattr(resolve_name(t), "__wrapped__")]
     if missing:
         raise RuntimeError(
             f"JETSPEC hooks are not installed on {missing}; check the sglang.srt.plugins entry point "
