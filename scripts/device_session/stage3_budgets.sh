@@ -1,7 +1,7 @@
 # carry: .devwork/m3 .devwork/data .devwork/head
 # Budget by batch size against a fixed budget, on 4 GPUs, all ended by one deadline (STAGE_SECONDS after the
 # inputs are in, default 480):
-#   GPU 0: the fp32 lossless tests (budget switching, the fixed budget, overlap, sync), then tree attention;
+#   GPU 0: the fp32 lossless tests (budget switching, the fixed budget, overlap, sync, both verify attentions);
 #   GPU 1: the Qwen3-8B-shaped breakdown, budget 128 by batch against fixed, bs 1 4 16 32;
 #   GPU 2: the same with tree attention, then the SmolLM2 breakdown;
 #   GPU 3: the side-by-side with the committed head at 16 concurrent requests, then one at a time.

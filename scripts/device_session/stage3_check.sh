@@ -1,7 +1,7 @@
 # carry: .devwork/m3 .devwork/data .devwork/head
 # A checking lease on 4 GPUs, all ended by one deadline (STAGE_SECONDS after the inputs are in, default 480):
-#   GPU 0: every fp32 lossless test (budget switching, overlap, sync), then tree attention;
-#   GPU 1: the Qwen3-8B shape at budget 128, bs 1 4 16 32: the default (auto: tree attention at this width),
+#   GPU 0: every fp32 lossless test (budget switching, overlap, sync, both verify attentions);
+#   GPU 1: the Qwen3-8B shape at budget 128, bs 1 4 16 32: the default (tree attention on triton),
 #          SGLang's verify attention, the fixed budget;
 #   GPU 2: the same shape at bs 1 with cheaper heads (1 and 2 draft layers) at budgets 128 and 64;
 #   GPU 3: after the first server starts, the SmolLM2 breakdown at bs 1 and 4 (SGLang's verify attention and ours),
