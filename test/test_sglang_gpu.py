@@ -130,6 +130,14 @@ def tiny_sglang_attention_runs(tiny_models, tiny_plain):
     return (tiny_plain, *jetspec_runs(tiny_models, JETSPEC_VERIFY_ATTENTION="sglang"))
 
 
+@pytest.fixture(scope="module")
+def tiny_replay_metadata_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with SGLang's attention-metadata refill before every replay (``JETSPEC_GRAPH_METADATA=0``)
+    instead of inside the head's graphs and skipped for the tree-attention target's."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_GRAPH_METADATA="0"))
+
+
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
     report = []
     for i, expected in enumerate(plain):
@@ -164,6 +172,15 @@ def test_tiny_fp32_sglang_attention_is_token_identical(tiny_sglang_attention_run
 
 def test_tiny_fp32_fixed_budget_is_token_identical(tiny_fixed_budget_runs) -> None:
     assert_identical_with_radix_repeat(tiny_fixed_budget_runs)
+
+
+def test_tiny_fp32_graph_metadata_drafts_the_same_trees(tiny_runs, tiny_replay_metadata_runs) -> None:
+    """Lossless either way; and the same accepted lengths request by request, i.e. the head drafted the same trees
+    from metadata refilled inside its graphs as from SGLang's refill before each replay (a stale refill would change
+    what the head attends to, and with it the drafts)."""
+    assert_identical_with_radix_repeat(tiny_replay_metadata_runs)
+    accepted = [[o["meta_info"]["spec_accept_length"] for o in runs[1]] for runs in (tiny_runs, tiny_replay_metadata_runs)]
+    assert accepted[0] == accepted[1]
 
 
 def test_tiny_fp32_accepts_several_tokens_per_step(tiny_runs) -> None:

@@ -121,6 +121,7 @@ def test_verify_attends_to_the_prefix_and_the_ancestors(installed) -> None:
     k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
     out = backend.forward_extend(q, k, v, layer(), forward_batch)
     assert backend.sglang_calls == 0 and isinstance(backend.forward_extend, tva.TreeVerifyForwardExtend)
+    assert backend.forward_extend.deferred_verify_layers == 0
     assert torch.equal(pool.k[forward_batch.out_cache_loc], k.view(-1, HKV, D))  # the tree's KV, written first
     want = brute_force(q.view(-1, HKV * GROUP, D), pool, req_to_token, forward_batch, parents)
     torch.testing.assert_close(out.view(-1, HKV * GROUP, D).double(), want, rtol=1e-5, atol=1e-5)
@@ -133,6 +134,7 @@ def test_layers_the_kernel_does_not_cover_go_to_sglang(installed, change: dict) 
     backend, _, _, _, forward_batch, bs = installed
     q = torch.zeros(bs * N, HKV * GROUP * D)
     assert backend.forward_extend(q, q, q, layer(**change), forward_batch) == "sglang"
+    assert backend.forward_extend.deferred_verify_layers == 1  # SGLang's kernel reads the verify metadata now
 
 
 def test_other_modes_and_extras_go_to_sglang(installed) -> None:
@@ -143,7 +145,7 @@ def test_other_modes_and_extras_go_to_sglang(installed) -> None:
     assert backend.forward_extend(q, None, None, layer(), forward_batch) == "sglang"
     prefill = types.SimpleNamespace(**{**vars(forward_batch), "forward_mode": types.SimpleNamespace(is_target_verify=lambda: False)})
     assert backend.forward_extend(q, q, q, layer(), prefill) == "sglang"
-    assert backend.sglang_calls == 4
+    assert backend.sglang_calls == 4 and backend.forward_extend.deferred_verify_layers == 3  # the prefill is no verify
 
 
 def test_mask_buffer_starts_as_lone_roots_and_keeps_its_address() -> None:

@@ -23,6 +23,7 @@ JETSPEC_VARIANTS = {
     "jetspec-sglang-inputs": {"JETSPEC_VERIFY_INPUTS": "sglang"},  # verify inputs from SGLang's tree kernel
     "jetspec-sglang-accept": {"JETSPEC_GREEDY_ACCEPT": "0"},  # greedy acceptance by SGLang's run_eagle_verify
     "jetspec-fixed": {"JETSPEC_VERIFY_TOKENS": "0"},  # the full budget at every batch size
+    "jetspec-replay-metadata": {"JETSPEC_GRAPH_METADATA": "0"},  # SGLang's attention metadata refill before replays
 }
 
 

@@ -1,8 +1,8 @@
-# Sourced by the 4-GPU stage-3 scripts, after common.sh: checks the machine, installs the inputs (data, SmolLM2,
-# the committed head when carried), writes the timing models, sets DEADLINE to STAGE_SECONDS from now, and defines
-# the jobs they share. Every job gets the time left to that one deadline (`left`).
-# Usage: STAGE_SECONDS=... NEED_HEAD=0|1 source scripts/device_session/stage3_lib.sh
-[ "$NGPU" -ge 4 ] || { echo "$(basename "$0") needs 4 GPUs (found $NGPU)"; exit 2; }
+# Sourced by the stage-3 scripts, after common.sh: checks the machine has MIN_GPUS GPUs (default 4), installs the
+# inputs (data, SmolLM2, the committed head when carried), writes the timing models, sets DEADLINE to STAGE_SECONDS
+# from now, and defines the jobs they share. Every job gets the time left to that one deadline (`left`).
+# Usage: STAGE_SECONDS=... NEED_HEAD=0|1 [MIN_GPUS=1] source scripts/device_session/stage3_lib.sh
+[ "$NGPU" -ge "${MIN_GPUS:-4}" ] || { echo "$(basename "$0") needs ${MIN_GPUS:-4} GPUs (found $NGPU)"; exit 2; }
 source scripts/device_session/install_inputs.sh
 if [ "${NEED_HEAD:-0}" = 1 ] && [ ! -f $HEAD/model.safetensors ]; then
   echo "no head: carry .devwork/head (park_head.sh park)"; exit 2

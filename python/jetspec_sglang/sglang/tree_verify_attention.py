@@ -99,10 +99,10 @@ class TreeMaskBuffer:
         return self.buffer[:bs]
 
 
-def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
+def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> "TreeVerifyForwardExtend":
     """Serve ``backend``'s TARGET_VERIFY attention with the tree kernel, reading ``mask``.
 
-    Only this backend instance changes: its ``forward_extend`` becomes a ``TreeVerifyForwardExtend``
+    Only this backend instance changes: its ``forward_extend`` becomes the ``TreeVerifyForwardExtend`` returned
     (an instance attribute, which ``AttentionBackend.forward`` finds before the class's method).
     Raises ``ValueError`` naming the fix where the backend cannot take it.
     """
@@ -110,6 +110,7 @@ def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> None:
     if refusal is not None:
         raise ValueError(refusal)
     backend.forward_extend = TreeVerifyForwardExtend(backend, mask)
+    return backend.forward_extend
 
 
 class TreeVerifyForwardExtend:
@@ -117,19 +118,23 @@ class TreeVerifyForwardExtend:
 
     Wraps sglang 0.5.17's ``sglang.srt.layers.attention.triton_backend.TritonAttnBackend.forward_extend``
     (same signature), which every other call goes to; the KV write mirrors its ``_set_kv_buffer`` for a
-    plain MHA pool without DCP.
+    plain MHA pool without DCP. ``deferred_verify_layers`` counts the TARGET_VERIFY calls it sent to SGLang's
+    kernel, the only reader of the backend's verify metadata (``verify_metadata.skip_unread_refill``).
     """
 
     def __init__(self, backend: Any, mask: TreeMaskBuffer) -> None:
         self.backend = backend
         self.mask = mask
         self.sglang_forward_extend = backend.forward_extend
+        self.deferred_verify_layers = 0
 
     def __call__(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
                  save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
         backend = self.backend
-        if not (forward_batch.forward_mode.is_target_verify() and k is not None and v is not None
+        verify = forward_batch.forward_mode.is_target_verify()
+        if not (verify and k is not None and v is not None
                 and _plain_causal_layer(layer, q.dtype, getattr(backend, "dcp_size", 1), kwargs)):
+            self.deferred_verify_layers += int(verify)
             return self.sglang_forward_extend(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
         if save_kv_cache:
             backend.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)

@@ -24,6 +24,7 @@ from .lineage import lineage_topk
 from .settings import TreeSettings
 from .tree_builder import TreeBuilder, select_tree_builder
 from .tree_verify_attention import TreeMaskBuffer, install_tree_verify_attention
+from .verify_metadata import skip_unread_refill
 
 
 @dataclass
@@ -41,6 +42,7 @@ class VerifyPlan:
     graph_runner: Any = None
     graph_batch_sizes: list[int] = field(default_factory=list)
     greedy_accept: Optional[GreedyAccept] = None
+    refill_skipped: bool = False  # graph replays skip SGLang's verify metadata (verify_metadata.skip_unread_refill)
 
 
 class VerifyPlans:
@@ -108,11 +110,13 @@ class VerifyPlans:
         return VerifyPlan(budget=budget, lineage_topk=encoding_topk, tree_builder_name=builder_name, build_tree=build)
 
     def _prepare_backend(self, plan: VerifyPlan, backend: Any) -> None:
-        """Tree attention (when asked for) on ``backend``, reading ``plan``'s own ancestor masks."""
+        """Tree attention (when asked for) on ``backend``, reading ``plan``'s own ancestor masks; its graph
+        replays then skip the verify metadata only SGLang's attention reads."""
         if self.tree_attention:
             rows = max(self.model_runner.req_to_token_pool.size, self.graph_max_bs)
             plan.tree_mask = TreeMaskBuffer(rows, plan.budget, self.device)
-            install_tree_verify_attention(backend, plan.tree_mask)
+            forward_extend = install_tree_verify_attention(backend, plan.tree_mask)
+            plan.refill_skipped = skip_unread_refill(backend, lambda: forward_extend.deferred_verify_layers)
             # The mask kernel compiles per mask width on first use; compile it now, writing row 0 as it
             # already is (a tree of lone roots).
             plan.tree_mask.write(torch.full((1, plan.budget), -1, dtype=torch.int64, device=self.device),

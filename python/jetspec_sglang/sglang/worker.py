@@ -65,6 +65,8 @@ from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_verify_inputs
 from .tree_verify_attention import resolve_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
+from .verify_metadata import ENV as VERIFY_METADATA_ENV
+from .verify_metadata import refill_inside_graph
 from .verify_plans import VerifyPlan, VerifyPlans
 
 logger = logging.getLogger(__name__)
@@ -162,10 +164,13 @@ class JetSpecWorker(BaseSpecWorker):
 
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
+        head_refill_in_graph = refill_inside_graph(self.draft_model_runner.attn_backend)
         # The target's backend exists now, its graphs come next.
         self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend)
-        logger.info("JETSPEC verify attention: %s", self.verify_attention)
         self.plans.adopt_target_backend(tree_attention=self.verify_attention == "tree")
+        logger.info("JETSPEC verify attention: %s; attention metadata refilled inside the head's graphs: %s, "
+                    "skipped by the target's verify graphs: %s (%s)", self.verify_attention, head_refill_in_graph,
+                    self.plans.full.refill_skipped, VERIFY_METADATA_ENV)
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend

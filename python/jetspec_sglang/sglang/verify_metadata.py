@@ -1,0 +1,94 @@
+"""Where a Triton backend refills its TARGET_VERIFY graph metadata: off the host path of a replay.
+
+Before every replay of a TARGET_VERIFY CUDA graph, SGLang 0.5.17's Triton backend refills the buffers
+its captured kernels read (``qo_indptr``, ``kv_indptr``, the KV indices, ``mask_indptr``) with about
+ten eager launches (``TritonAttnBackend._apply_cuda_graph_metadata``). On a host-bound target that is
+a large share of a step, and a JETSPEC step pays it twice, for the head and for the target. In a traced
+SmolLM2 step (bs 1, budget 64) the refill took about 0.44 ms of the head's 1.41 ms and about 0.45 ms of
+the verify's 2.84 ms (tracing inflates host time about 2.2x; ``benchmark/results/step_breakdown_h200/``).
+
+Those buffers are static-shape functions of the graph's own static inputs (``req_pool_indices`` and
+``seq_lens``, which the runner copies in before the refill), so:
+
+- ``refill_inside_graph``: the head's backend records the same refill at the start of each captured
+  graph, and its replays run it on the GPU with no host work;
+- ``skip_unread_refill``: a target backend whose verify layers all run our tree kernel reads none of
+  these buffers, so its replays skip the refill.
+
+Both only move work for the plain MHA pool without sliding windows, where the replay refill is the only
+thing ``init_forward_metadata_out_graph`` does for TARGET_VERIFY (its pool translation and SWA steps are
+no-ops there); elsewhere SGLang's path stays. ``JETSPEC_GRAPH_METADATA=0`` keeps SGLang's path everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+ENV = "JETSPEC_GRAPH_METADATA"
+
+
+def graph_metadata_enabled() -> bool:
+    """``$JETSPEC_GRAPH_METADATA``: ``1`` (the default) moves the refill, ``0`` keeps SGLang's."""
+    value = os.environ.get(ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def refill_refusal(backend: Any) -> Optional[str]:
+    """Why the replay refill of ``backend`` must stay where SGLang runs it, or None."""
+    if type(backend).__name__ != "TritonAttnBackend":
+        return f"{type(backend).__name__} is not SGLang's Triton backend"
+    if getattr(backend, "page_size", 1) != 1:
+        return "page size is not 1"
+    pool = type(backend.token_to_kv_pool).__name__
+    if pool != "MHATokenToKVPool" or getattr(backend, "_translate_kv_loc", None) is not None:
+        return f"{pool} is not the plain MHA pool"
+    if (getattr(backend, "sliding_window_size", None) or 0) > 0:
+        return "the backend has sliding-window layers"
+    return None
+
+
+def refill_inside_graph(backend: Any) -> bool:
+    """Record ``backend``'s TARGET_VERIFY refill in its captured graphs instead of running it before each
+    replay. Returns whether it did (see ``refill_refusal``); call before the graphs are captured."""
+    if not graph_metadata_enabled() or refill_refusal(backend) is not None:
+        return False
+    in_graph = backend.init_forward_metadata_in_graph
+
+    def refill_in_graph(forward_batch: Any) -> None:
+        in_graph(forward_batch)
+        if forward_batch.forward_mode.is_target_verify():
+            backend._apply_cuda_graph_metadata(
+                bs=forward_batch.batch_size, req_pool_indices=forward_batch.req_pool_indices,
+                seq_lens=forward_batch.seq_lens, forward_mode=forward_batch.forward_mode,
+                spec_info=forward_batch.spec_info,
+            )  # fmt: skip
+
+    _skip_replay_refill(backend, lambda: True)
+    backend.init_forward_metadata_in_graph = refill_in_graph
+    return True
+
+
+def skip_unread_refill(backend: Any, verify_layers_deferred: Callable[[], int]) -> bool:
+    """Skip ``backend``'s TARGET_VERIFY refill before replays while ``verify_layers_deferred()`` is 0 (no verify
+    layer went to SGLang's kernel, the only reader). Returns whether it installed the skip."""
+    if not graph_metadata_enabled() or refill_refusal(backend) is not None:
+        return False
+    _skip_replay_refill(backend, lambda: verify_layers_deferred() == 0)
+    return True
+
+
+def _skip_replay_refill(backend: Any, skip: Callable[[], bool]) -> None:
+    """``backend.init_forward_metadata_out_graph`` without the TARGET_VERIFY replay refill while ``skip()``.
+
+    Capture (``in_capture``) still builds the metadata view the graph reads, and every other mode goes to
+    SGLang's method as before. An instance attribute, like ``tree_verify_attention``'s ``forward_extend``."""
+    out_graph = backend.init_forward_metadata_out_graph
+
+    def out_graph_without_refill(forward_batch: Any, in_capture: bool = False) -> None:
+        if in_capture or not forward_batch.forward_mode.is_target_verify() or not skip():
+            out_graph(forward_batch, in_capture)
+
+    backend.init_forward_metadata_out_graph = out_graph_without_refill
