@@ -27,3 +27,13 @@ def test_a_cheaper_head_keeps_the_taps(tmp_path) -> None:
     head = DraftHeadConfig.from_json_file(tmp_path / "head" / "config.json")
     check_head_matches_target(head, AutoConfig.from_pretrained(tmp_path / "model"))
     assert head.num_hidden_layers == 1 and len(head.target_layer_ids) == 5
+
+
+def test_smollm2_shape_matches_the_reference_head(tmp_path) -> None:
+    load_benchmark("dummy_shapes").write_shape("smollm2-135m", tmp_path / "model", tmp_path / "head")
+    target = AutoConfig.from_pretrained(tmp_path / "model")
+    head = DraftHeadConfig.from_json_file(tmp_path / "head" / "config.json")
+    check_head_matches_target(head, target)
+    reference = DraftHeadConfig.from_json_file("benchmark/artifacts/smollm2-135m-jetspec/config.json")
+    shape = lambda h: (h.num_hidden_layers, h.target_layer_ids, h.mask_token_id, h.block_size, h.causal)  # noqa: E731
+    assert shape(head) == shape(reference) == (4, (1, 10, 18, 27), 16, 16, True)
