@@ -18,6 +18,8 @@ Those buffers are static-shape functions of the graph's own static inputs (``req
 Both only move work for the plain MHA pool without sliding windows, where the replay refill is the only
 thing ``init_forward_metadata_out_graph`` does for TARGET_VERIFY (its pool translation and SWA steps are
 no-ops there); elsewhere SGLang's path stays. ``JETSPEC_GRAPH_METADATA=0`` keeps SGLang's path everywhere.
+On an H100 (2026-12-06, SmolLM2 shape, budget 64) the step fell from 2.60 to 2.21 ms at bs 1 and from 3.30 to
+2.53 ms at bs 4, and the fp32 GPU tests drafted the same trees either way (``benchmark/results/*_h100/``).
 """
 
 from __future__ import annotations
