@@ -4,7 +4,7 @@ Before every replay of a TARGET_VERIFY CUDA graph, SGLang 0.5.17's Triton backen
 its captured kernels read (``qo_indptr``, ``kv_indptr``, the KV indices, ``mask_indptr``) with about
 ten eager launches (``TritonAttnBackend._apply_cuda_graph_metadata``). On a host-bound target that is
 a large share of a step, and a JETSPEC step pays it twice, for the head and for the target. In a traced
-SmolLM2 step (bs 1, budget 64) the refill took about 0.44 ms of the head's 1.41 ms and about 0.45 ms of
+SmolLM2 step (bs 1, budget 64) the refill took about 0.44 ms of the head's 1.41 ms and about 0.39 ms of
 the verify's 2.84 ms (tracing inflates host time about 2.2x; ``benchmark/results/step_breakdown_h200/``).
 
 Those buffers are static-shape functions of the graph's own static inputs (``req_pool_indices`` and
