@@ -89,6 +89,13 @@ def test_overlap_follows_sglang_flag_unless_turned_off(tmp_path, monkeypatch) ->
         validate_server_args(server_args(tmp_path))
 
 
+@pytest.mark.parametrize("env", ["JETSPEC_VERIFY_ATTENTION", "JETSPEC_GRAPH_METADATA"])
+def test_validator_rejects_a_bad_switch_before_the_scheduler_starts(tmp_path, monkeypatch, env) -> None:
+    monkeypatch.setenv(env, "maybe")
+    with pytest.raises(ValueError, match=env):
+        validate_server_args(server_args(tmp_path))
+
+
 def test_validator_keeps_explicit_flags_and_caps_depth(tmp_path) -> None:
     sa = server_args(tmp_path, speculative_num_draft_tokens=8, speculative_eagle_topk=4, speculative_num_steps=12)
     assert validate_server_args(sa) == TreeSettings(budget=8, topk=4, depth=7)

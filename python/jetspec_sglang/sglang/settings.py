@@ -30,6 +30,7 @@ from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from .budget_plan import verify_token_cap
 from .tree_verify_attention import select_verify_attention
+from .verify_metadata import graph_metadata_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     check_head_matches_target(head, read_json(Path(sa.model_path) / "config.json"))
     verify_token_cap(head.hidden_size)  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
     select_verify_attention()  # and a bad JETSPEC_VERIFY_ATTENTION
+    graph_metadata_enabled()  # and a bad JETSPEC_GRAPH_METADATA
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget
