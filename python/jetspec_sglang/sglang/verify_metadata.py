@@ -25,7 +25,9 @@ On an H100 (2026-12-06, SmolLM2 shape, budget 64) the step fell from 2.60 to 2.2
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable
+
+from .tree_verify_attention import tree_attention_refusal
 
 ENV = "JETSPEC_GRAPH_METADATA"
 
@@ -38,24 +40,16 @@ def graph_metadata_enabled() -> bool:
     return value == "1"
 
 
-def refill_refusal(backend: Any) -> Optional[str]:
-    """Why the replay refill of ``backend`` must stay where SGLang runs it, or None."""
-    if type(backend).__name__ != "TritonAttnBackend":
-        return f"{type(backend).__name__} is not SGLang's Triton backend"
-    if getattr(backend, "page_size", 1) != 1:
-        return "page size is not 1"
-    pool = type(backend.token_to_kv_pool).__name__
-    if pool != "MHATokenToKVPool" or getattr(backend, "_translate_kv_loc", None) is not None:
-        return f"{pool} is not the plain MHA pool"
-    if (getattr(backend, "sliding_window_size", None) or 0) > 0:
-        return "the backend has sliding-window layers"
-    return None
+def refill_movable(backend: Any) -> bool:
+    """Whether the replay refill of ``backend`` may leave SGLang's place: a backend the tree kernel can serve
+    (Triton, page size 1, the plain MHA pool) with no sliding-window layers."""
+    return tree_attention_refusal(backend) is None and (getattr(backend, "sliding_window_size", None) or 0) <= 0
 
 
 def refill_inside_graph(backend: Any) -> bool:
     """Record ``backend``'s TARGET_VERIFY refill in its captured graphs instead of running it before each
-    replay. Returns whether it did (see ``refill_refusal``); call before the graphs are captured."""
-    if not graph_metadata_enabled() or refill_refusal(backend) is not None:
+    replay. Returns whether it did (see ``refill_movable``); call before the graphs are captured."""
+    if not graph_metadata_enabled() or not refill_movable(backend):
         return False
     in_graph = backend.init_forward_metadata_in_graph
 
@@ -76,7 +70,7 @@ def refill_inside_graph(backend: Any) -> bool:
 def skip_unread_refill(backend: Any, verify_layers_deferred: Callable[[], int]) -> bool:
     """Skip ``backend``'s TARGET_VERIFY refill before replays while ``verify_layers_deferred()`` is 0 (no verify
     layer went to SGLang's kernel, the only reader). Returns whether it installed the skip."""
-    if not graph_metadata_enabled() or refill_refusal(backend) is not None:
+    if not graph_metadata_enabled() or not refill_movable(backend):
         return False
     _skip_replay_refill(backend, lambda: verify_layers_deferred() == 0)
     return True
