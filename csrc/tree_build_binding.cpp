@@ -1,11 +1,12 @@
-// PyTorch binding of the fused tree builder and of the verify inputs of its trees: check
-// every tensor, then launch on the current CUDA stream (so that it can be captured in a CUDA graph).
+// PyTorch binding of the fused tree builder, of the verify inputs of its trees and of the head's
+// block inputs: check every tensor, then launch on the current CUDA stream (so that it can be captured in a CUDA graph).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
 #include <optional>
 
+#include "draft_inputs.h"
 #include "tree_build.h"
 #include "verify_inputs.h"
 
@@ -119,6 +120,57 @@ void build_verify_inputs(const at::Tensor& tokens, const at::Tensor& parents, co
   TORCH_CHECK(err == cudaSuccess, "verify_inputs kernel launch failed: ", cudaGetErrorString(err));
 }
 
+bool index_is64(const at::Tensor& t, const char* name, at::Device device) {
+  TORCH_CHECK(t.device() == device, name, " must be on ", device, " (with the first input), got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kInt || t.scalar_type() == at::kLong, name, " must be int32 or int64, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  return t.scalar_type() == at::kLong;
+}
+
+void draft_inputs(const at::Tensor& seq_lens, const at::Tensor& req_pool_indices, const at::Tensor& req_to_token,
+                  const at::Tensor& bonus, int64_t mask_token_id, const at::Tensor& block_ids, const at::Tensor& slots,
+                  const at::Tensor& positions) {
+  TORCH_CHECK(seq_lens.is_cuda() && seq_lens.dim() == 1, "seq_lens must be a CUDA [bs] tensor, got ",
+              seq_lens.device(), " ", seq_lens.sizes());
+  TORCH_CHECK(block_ids.dim() == 2, "block_ids must be [bs, W], got ", block_ids.sizes());
+  TORCH_CHECK(req_to_token.dim() == 2, "req_to_token must be [pool, row_len], got ", req_to_token.sizes());
+  const int64_t bs = seq_lens.size(0), width = block_ids.size(1);
+  TORCH_CHECK(bs <= INT32_MAX && width >= 1 && width <= jetspec::kMaxDepth + 1, "bad block shape ", block_ids.sizes());
+  const at::Device device = seq_lens.device();
+  const bool seq_is64 = index_is64(seq_lens, "seq_lens", device);
+  const bool req_is64 = index_is64(req_pool_indices, "req_pool_indices", device);
+  const bool r2t_is64 = index_is64(req_to_token, "req_to_token", device);
+  const bool bonus_is64 = index_is64(bonus, "bonus", device);
+  TORCH_CHECK(req_pool_indices.sizes() == seq_lens.sizes() && bonus.sizes() == seq_lens.sizes(),
+              "req_pool_indices and bonus must be [bs] like seq_lens, got ", req_pool_indices.sizes(), " and ",
+              bonus.sizes());
+  check(block_ids, "block_ids", at::kLong, {bs, width}, device);
+  check(slots, "slots", at::kLong, {bs, width}, device);
+  check(positions, "positions", at::kLong, {bs, width}, device);
+
+  const jetspec::DraftInputsArgs args{
+      seq_lens.data_ptr(),
+      req_pool_indices.data_ptr(),
+      req_to_token.data_ptr(),
+      bonus.data_ptr(),
+      block_ids.data_ptr<int64_t>(),
+      slots.data_ptr<int64_t>(),
+      positions.data_ptr<int64_t>(),
+      req_to_token.size(1),
+      mask_token_id,
+      int(bs),
+      int(width),
+      seq_is64,
+      req_is64,
+      r2t_is64,
+      bonus_is64,
+  };
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaError_t err = jetspec::launch_draft_inputs(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "draft_inputs kernel launch failed: ", cudaGetErrorString(err));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -133,4 +185,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("fill_prefix"), pybind11::arg("tree_mask"), pybind11::arg("positions"),
         pybind11::arg("retrieve_index"), pybind11::arg("retrieve_next_token"), pybind11::arg("retrieve_next_sibling"),
         pybind11::arg("draft_tokens"));
+  m.def("draft_inputs", &draft_inputs, "The head's block inputs: tokens, KV slots and positions of [bonus, MASK x D].",
+        pybind11::arg("seq_lens"), pybind11::arg("req_pool_indices"), pybind11::arg("req_to_token"),
+        pybind11::arg("bonus"), pybind11::arg("mask_token_id"), pybind11::arg("block_ids"), pybind11::arg("slots"),
+        pybind11::arg("positions"));
 }

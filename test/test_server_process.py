@@ -22,6 +22,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-tree:64") == {"JETSPEC_VERIFY_ATTENTION": "tree"}
     assert algorithm_env("jetspec-sglang-inputs:64") == {"JETSPEC_VERIFY_INPUTS": "sglang"}
     assert algorithm_env("jetspec-sglang-accept:64") == {"JETSPEC_GREEDY_ACCEPT": "0"}
+    assert algorithm_env("jetspec-torch-draft-inputs:64") == {"JETSPEC_DRAFT_INPUTS": "torch"}
 
 
 def test_baselines() -> None:

@@ -138,6 +138,14 @@ def tiny_replay_metadata_runs(tiny_models, tiny_plain):
                                       JETSPEC_GRAPH_METADATA="0"))
 
 
+@pytest.fixture(scope="module")
+def tiny_torch_draft_input_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's block inputs from six torch ops (``JETSPEC_DRAFT_INPUTS=torch``) instead of
+    one launch of ``csrc/draft_inputs.cu``."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DRAFT_INPUTS="torch"))
+
+
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
     report = []
     for i, expected in enumerate(plain):
@@ -178,8 +186,19 @@ def test_tiny_fp32_graph_metadata_drafts_the_same_trees(tiny_runs, tiny_replay_m
     """Lossless either way; and the same accepted lengths request by request, i.e. the head drafted the same trees
     from metadata refilled inside its graphs as from SGLang's refill before each replay (a stale refill would change
     what the head attends to, and with it the drafts)."""
-    assert_identical_with_radix_repeat(tiny_replay_metadata_runs)
-    accepted = [[o["meta_info"]["spec_accept_length"] for o in runs[1]] for runs in (tiny_runs, tiny_replay_metadata_runs)]
+    assert_same_trees(tiny_runs, tiny_replay_metadata_runs)
+
+
+def test_tiny_fp32_torch_draft_inputs_draft_the_same_trees(tiny_runs, tiny_torch_draft_input_runs) -> None:
+    """The fused block inputs (``tiny_runs``) against the torch ops they replace: lossless either way, and the same
+    accepted lengths request by request (a wrong slot or position would change what the head attends to)."""
+    assert_same_trees(tiny_runs, tiny_torch_draft_input_runs)
+
+
+def assert_same_trees(runs: tuple, other: tuple) -> None:
+    """``other`` is lossless, and each request's accepted length equals its length in ``runs``."""
+    assert_identical_with_radix_repeat(other)
+    accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (runs, other)]
     assert accepted[0] == accepted[1]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from jetspec_sglang.kernels import tree_build
 from jetspec_sglang.sglang.lineage import encode_lineage
-from jetspec_sglang.sglang.tree_builder import select_tree_builder, select_verify_inputs
+from jetspec_sglang.sglang.tree_builder import select_draft_inputs, select_tree_builder, select_verify_inputs
 from jetspec_sglang.tree import build_tree
 
 
@@ -66,3 +66,20 @@ def test_verify_inputs_default_to_fused_which_needs_the_fused_builder(monkeypatc
     monkeypatch.setenv("JETSPEC_VERIFY_INPUTS", "mine")
     with pytest.raises(ValueError, match="JETSPEC_VERIFY_INPUTS must be one of"):
         select_verify_inputs("fused")
+
+
+def test_draft_inputs_default_to_fused_which_needs_the_extension(monkeypatch, caplog) -> None:
+    monkeypatch.delenv("JETSPEC_DRAFT_INPUTS", raising=False)
+    assert select_draft_inputs("fused") == "fused"
+    with caplog.at_level(logging.WARNING):
+        assert select_draft_inputs("torch") == "torch"  # no extension: the default falls back quietly
+    assert "JETSPEC_DRAFT_INPUTS=fused needs" not in caplog.text
+    monkeypatch.setenv("JETSPEC_DRAFT_INPUTS", "torch")
+    assert select_draft_inputs("fused") == "torch"
+    monkeypatch.setenv("JETSPEC_DRAFT_INPUTS", "fused")
+    with caplog.at_level(logging.WARNING):
+        assert select_draft_inputs("torch") == "torch"
+    assert "JETSPEC_DRAFT_INPUTS=fused needs the fused tree builder" in caplog.text
+    monkeypatch.setenv("JETSPEC_DRAFT_INPUTS", "sglang")
+    with pytest.raises(ValueError, match=r"JETSPEC_DRAFT_INPUTS must be one of \('torch', 'fused'\)"):
+        select_draft_inputs("fused")

@@ -5,9 +5,12 @@ Each op has one PyTorch reference: ``build_tree_fused`` is ``tree.build_tree_ref
 followed by ``sglang.lineage.encode_lineage``; ``build_verify_inputs_fused`` is
 ``tree_layout.eagle_verify_inputs``; ``tree_attention`` is
 ``tree_attention_reference``, beside it in ``tree_attention.py``, and ``build_tree_mask`` (its
-ancestor bitmask in one launch) is ``tree_mask_from_parents``.
+ancestor bitmask in one launch) is ``tree_mask_from_parents``; ``draft_inputs_fused`` is
+``draft_inputs_torch``.
 """
 
+from .draft_inputs import draft_inputs_fused as draft_inputs_fused
+from .draft_inputs import draft_inputs_torch as draft_inputs_torch
 from .tree_attention import build_tree_mask as build_tree_mask
 from .tree_attention import tree_attention as tree_attention
 from .tree_attention import tree_attention_reference as tree_attention_reference
@@ -22,6 +25,8 @@ __all__ = [
     "build_tree_fused",
     "build_tree_mask",
     "build_verify_inputs_fused",
+    "draft_inputs_fused",
+    "draft_inputs_torch",
     "empty_tree_outputs",
     "empty_verify_inputs",
     "tree_attention",

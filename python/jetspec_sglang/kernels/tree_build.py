@@ -6,7 +6,8 @@ request, instead of the hundreds of small launches of ``tree.build_tree``. It ne
 syncs with the host and can write into preallocated outputs, so a CUDA graph can
 capture it.
 
-The same extension holds ``verify_inputs.build_verify_inputs_fused`` (``csrc/verify_inputs.cu``).
+The same extension holds ``verify_inputs.build_verify_inputs_fused`` (``csrc/verify_inputs.cu``) and
+``draft_inputs.draft_inputs_fused`` (``csrc/draft_inputs.cu``).
 It is JIT-built with ninja on first use (``torch.utils.cpp_extension.load``)
 and cached on disk, under ``$JETSPEC_KERNEL_CACHE`` when set, else in torch's extension
 cache. It targets sm_90 with a compute_90 PTX fallback, or ``TORCH_CUDA_ARCH_LIST`` when set.
@@ -41,7 +42,8 @@ def load_extension() -> ModuleType:
     """Build the extension (first call in a fresh cache only) and load it; raises if it cannot be built."""
     from torch.utils.cpp_extension import load
 
-    sources = [_CSRC / "tree_build_binding.cpp", _CSRC / "tree_build.cu", _CSRC / "verify_inputs.cu"]
+    sources = [_CSRC / name for name in (
+        "tree_build_binding.cpp", "tree_build.cu", "verify_inputs.cu", "draft_inputs.cu")]
     if not all(path.exists() for path in sources):
         raise RuntimeError(f"the fused tree builder compiles from the source checkout's csrc/, not found at {_CSRC}")
     build_dir = None

@@ -5,11 +5,13 @@ equal to ``tree.build_tree_reference`` + ``lineage.encode_lineage``). The fused
 kernel is one launch of about 20 us; the torch builder is a few hundred small
 launches (about 4 ms eager on an H200, see benchmark/results/tree_build_h200/).
 
-``JETSPEC_TREE_BUILDER`` picks it (and ``JETSPEC_VERIFY_INPUTS`` how SGLang's verify inputs are
-made from the tree, see ``verify_input``; both default to ``fused``): ``fused`` (default) JIT-builds ``csrc/tree_build.cu``
-when the worker starts (about a minute the first time, then cached); where that
-fails (no nvcc, or an install without the ``csrc/`` sources) the worker logs why
-and falls back to ``torch``, which can also be asked for directly.
+``JETSPEC_TREE_BUILDER`` picks it (``JETSPEC_VERIFY_INPUTS`` how SGLang's verify inputs are
+made from the tree, see ``verify_input``, and ``JETSPEC_DRAFT_INPUTS`` how the head's block inputs
+are, see ``kernels.draft_inputs``; all three default to ``fused``, which shares one extension).
+``fused`` JIT-builds ``csrc/tree_build.cu`` (and its siblings) when the worker starts (about a
+minute the first time, then cached); where that fails (no nvcc, or an install without the
+``csrc/`` sources) the worker logs why and falls back to ``torch``, which can also be asked for
+directly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ TreeBuilder = Callable[[Tensor, Tensor, Tensor], tuple[DraftTree, EagleLineage]]
 
 BUILDERS = ("fused", "torch")
 VERIFY_INPUTS = ("sglang", "fused")
+DRAFT_INPUTS = ("torch", "fused")
 
 
 def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = None) -> tuple[str, TreeBuilder]:
@@ -61,18 +64,26 @@ def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = 
 
 
 def select_verify_inputs(tree_builder: str, choice: Optional[str] = None) -> str:
-    """How verify inputs are made: ``$JETSPEC_VERIFY_INPUTS`` or ``fused``; ``fused`` needs the fused builder.
+    """How verify inputs are made: ``$JETSPEC_VERIFY_INPUTS`` or ``fused`` (see ``verify_input``);
+    ``fused`` needs the fused builder's extension, else ``sglang``."""
+    return _fused_or_fallback("JETSPEC_VERIFY_INPUTS", VERIFY_INPUTS, tree_builder, choice)
 
-    See ``verify_input``. ``fused`` with the torch builder (the extension did not build) falls back
-    to ``sglang``, with a warning where ``fused`` was asked for by name.
-    """
-    asked = choice or os.environ.get("JETSPEC_VERIFY_INPUTS")
+
+def select_draft_inputs(tree_builder: str, choice: Optional[str] = None) -> str:
+    """How the head's block inputs are made: ``$JETSPEC_DRAFT_INPUTS`` or ``fused`` (one launch,
+    ``kernels.draft_inputs``); ``fused`` needs the fused builder's extension, else ``torch``."""
+    return _fused_or_fallback("JETSPEC_DRAFT_INPUTS", DRAFT_INPUTS, tree_builder, choice)
+
+
+def _fused_or_fallback(env: str, choices: tuple[str, str], tree_builder: str, choice: Optional[str]) -> str:
+    """``choice``, else ``$env``, else ``fused``; ``fused`` falls back to ``choices[0]`` when the extension
+    did not build (``tree_builder`` is not ``fused``), with a warning where ``fused`` was asked for by name."""
+    asked = choice or os.environ.get(env)
     choice = asked or "fused"
-    if choice not in VERIFY_INPUTS:
-        raise ValueError(f"JETSPEC_VERIFY_INPUTS must be one of {VERIFY_INPUTS}, got {choice!r}")
+    if choice not in choices:
+        raise ValueError(f"{env} must be one of {choices}, got {choice!r}")
     if choice == "fused" and tree_builder != "fused":
         if asked:
-            logger.warning("JETSPEC: JETSPEC_VERIFY_INPUTS=fused needs the fused tree builder; "
-                           "using SGLang's tree kernel")
-        return "sglang"
+            logger.warning("JETSPEC: %s=fused needs the fused tree builder's extension; using %s", env, choices[0])
+        return choices[0]
     return choice

@@ -2,8 +2,9 @@
 
 A decode step reads as four phases:
 
-1. ``draft``  the head runs once over ``[bonus, MASK x D]`` on its own ModelRunner
-   (TARGET_VERIFY mode) and yields per-depth top-K ids with full-vocabulary log-probs;
+1. ``draft``  the block's tokens, KV slots and positions come from one launch
+   (``kernels.draft_inputs``), then the head runs once over ``[bonus, MASK x D]`` on its own
+   ModelRunner (TARGET_VERIFY mode) and yields per-depth top-K ids with full-vocabulary log-probs;
    the top-K is part of the head's CUDA graph (``step_graphs.DraftTopK``);
 2. ``build_tree``  a best-first tree of ``N`` nodes is built on the GPU and encoded in
    SGLang's EAGLE lineage ABI, by one fused kernel launch (``tree_builder``). ``N`` is the
@@ -43,6 +44,7 @@ from sglang.srt.speculative.spec_utils import record_stream_each, record_stream_
 
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
+from ..kernels.draft_inputs import draft_inputs_fused, draft_inputs_torch
 from ..tree import DraftTree
 from .budget_plan import LOG_PREFIX as BUDGET_LOG_PREFIX
 from .budget_plan import verify_token_cap
@@ -62,7 +64,7 @@ from .step_graphs import BucketedGraphs, DraftTopK, block_topk
 from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
-from .tree_builder import select_verify_inputs
+from .tree_builder import select_draft_inputs, select_verify_inputs
 from .tree_verify_attention import resolve_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
 from .verify_metadata import ENV as VERIFY_METADATA_ENV
@@ -94,6 +96,8 @@ class JetSpecWorker(BaseSpecWorker):
         full = self.plans.full
         self.verify_inputs_name = select_verify_inputs(full.tree_builder_name)
         self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
+        self.draft_inputs_name = select_draft_inputs(full.tree_builder_name)
+        self.make_draft_inputs = draft_inputs_fused if self.draft_inputs_name == "fused" else draft_inputs_torch
         self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
         self.commit_graphs: Optional[BucketedGraphs] = None
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
@@ -128,7 +132,6 @@ class JetSpecWorker(BaseSpecWorker):
         self.lm_head = target_model.lm_head
         self.context_writer = DraftContextWriter(self.draft_model_runner)
         self.draft_spec_info = make_draft_block_spec_info(draft_token_num=self.block_len, device=self.device)
-        self.block_offsets = torch.arange(self.block_len, device=self.device)
         if ps.tp_size > 1:
             from sglang.srt.distributed import get_tp_group
 
@@ -136,10 +139,10 @@ class JetSpecWorker(BaseSpecWorker):
         else:
             self.tp_group = None
         logger.info(
-            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s verify inputs=%s "
-            "verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
+            "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s draft inputs=%s "
+            "verify inputs=%s verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
             self.tree.budget, self.tree.topk, self.tree.depth, full.lineage_topk, full.tree_builder_name,
-            self.verify_inputs_name, self.verify_attention,
+            self.draft_inputs_name, self.verify_inputs_name, self.verify_attention,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
 
@@ -287,22 +290,21 @@ class JetSpecWorker(BaseSpecWorker):
         """
         bs = bonus.shape[0]
         seq_lens = batch.seq_lens
-        positions = seq_lens[:, None].to(torch.int64) + self.block_offsets
-        req_to_token = self.model_runner.req_to_token_pool.req_to_token
-        slots = req_to_token[batch.req_pool_indices[:, None], positions].to(torch.int64)
-        block_ids = torch.full((bs, self.block_len), self.mask_token_id, dtype=torch.int64, device=self.device)
-        block_ids[:, 0] = bonus
+        block_ids, slots, positions = self.make_draft_inputs(
+            seq_lens, batch.req_pool_indices, self.model_runner.req_to_token_pool.req_to_token, bonus,
+            self.mask_token_id, self.block_len,
+        )  # fmt: skip
         seq_lens_cpu = None if batch.seq_lens_cpu is None else batch.seq_lens_cpu + self.block_len
         forward_batch = ForwardBatch(
             forward_mode=ForwardMode.TARGET_VERIFY,
             batch_size=bs,
-            input_ids=block_ids.flatten(),
+            input_ids=block_ids.view(-1),
             req_pool_indices=batch.req_pool_indices,
             seq_lens=seq_lens,
-            out_cache_loc=slots.flatten(),
+            out_cache_loc=slots.view(-1),
             seq_lens_sum=None if seq_lens_cpu is None else int(seq_lens_cpu.sum()),
             seq_lens_cpu=seq_lens_cpu,
-            positions=positions.flatten(),
+            positions=positions.view(-1),
             spec_algorithm=self.draft_model_runner.spec_algorithm,
             spec_info=self.draft_spec_info,
             capture_hidden_mode=CaptureHiddenMode.NULL,
