@@ -63,6 +63,15 @@ def test_fused_draft_inputs_equal_the_reference(bs: int, width: int, index_dtype
 
 
 @pytest.mark.gpu
+def test_fused_draft_inputs_take_strided_index_views() -> None:
+    seq_lens, req_pool_indices, req_to_token, bonus = random_batch(6, 5, torch.int64, "cuda")
+    pairs = torch.stack([bonus, seq_lens], dim=1)  # columns of a [bs, 2] tensor are strided views
+    fused = draft_inputs_fused(pairs[:, 1], req_pool_indices, req_to_token, pairs[:, 0], MASK, 5)
+    for got, want in zip(fused, draft_inputs_torch(seq_lens, req_pool_indices, req_to_token, bonus, MASK, 5)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
 def test_fused_draft_inputs_reject_a_wrong_dtype() -> None:
     seq_lens, req_pool_indices, req_to_token, bonus = random_batch(2, 5, torch.int64, "cuda")
     with pytest.raises(RuntimeError, match="seq_lens must be int32 or int64"):

@@ -39,6 +39,7 @@ def draft_inputs_fused(seq_lens: Tensor, req_pool_indices: Tensor, req_to_token:
     """
     out = torch.empty((3, seq_lens.shape[0], width), dtype=torch.int64, device=seq_lens.device)
     block_ids, slots, positions = out.unbind(0)
-    load_extension().draft_inputs(seq_lens, req_pool_indices, req_to_token, bonus, mask_token_id, block_ids, slots,
-                                  positions)  # fmt: skip
+    # ``contiguous`` returns a contiguous tensor itself (no launch); a strided view (e.g. a column) is copied.
+    load_extension().draft_inputs(seq_lens.contiguous(), req_pool_indices.contiguous(), req_to_token,
+                                  bonus.contiguous(), mask_token_id, block_ids, slots, positions)  # fmt: skip
     return block_ids, slots, positions
