@@ -30,7 +30,9 @@ from jetspec_sglang.kernels.tree_attention import (
     build_tree_mask,
     unpack_tree_mask,
 )
-from jetspec_sglang.tree_layout import ancestor_mask
+from jetspec_sglang.tree import DraftTree, build_tree
+from jetspec_sglang.tree_layout import TreeMaskMode, ancestor_mask, eagle_verify_inputs, verify_parents
+from test_tree import random_proposals
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
@@ -142,7 +144,20 @@ def mask_results() -> dict:
         out = torch.full((parents.shape[0], n, (n + 31) // 32), 7, dtype=torch.int32, device=DEVICE)
         got = build_tree_mask(parents, depth, out=out)
         results[name] = got is out and torch.equal(got, tree_mask_from_parents(parents, n - 1))
+    tree = padded_tree()
+    got = build_tree_mask(tree.parents.to(DEVICE), tree.max_depth, padding_to_root=True)
+    results["padding to root"] = torch.equal(got.cpu(), tree_mask_from_parents(verify_parents(tree.parents), 3))
     return results
+
+
+def padded_tree() -> DraftTree:
+    """Best-first trees (budget 40, depth 3, K 4) of which request 1 keeps only the root's 4 children: its other
+    slots are padding as ``DraftTree`` documents it (parent -1, depth 0, the root's token, score -inf)."""
+    ids, logprobs, roots = random_proposals(torch.Generator().manual_seed(5), 3, 3, 4)
+    tree = build_tree(ids, logprobs, roots, 40)
+    tokens, parents, depths, scores = (t.clone() for t in (tree.tokens, tree.parents, tree.depths, tree.scores))
+    tokens[1, 5:], parents[1, 5:], depths[1, 5:], scores[1, 5:] = tokens[1, 0], -1, 0, float("-inf")
+    return DraftTree(tokens, parents, depths, scores, torch.tensor([40, 5, 40]), tree.max_depth)
 
 
 def run_cases() -> dict:
@@ -219,7 +234,7 @@ def test_matches_reference(case_results: dict, name: str) -> None:
 
 
 @needs_triton
-@pytest.mark.parametrize("name", [*map(str, MASK_SIZES), "chain 40"])
+@pytest.mark.parametrize("name", [*map(str, MASK_SIZES), "chain 40", "padding to root"])
 def test_tree_mask_kernel_matches_the_torch_masks(case_results: dict, name: str) -> None:
     assert case_results["tree masks"][name]
 
@@ -266,7 +281,19 @@ def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split:
 def test_tree_mask_kernel_compiles_for_hopper() -> None:
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
-    compile_for_sm90(kernels.tree_mask_rows, dict(WORDS=8), num_warps=1)
+    for padding_to_root in (False, True):
+        compile_for_sm90(kernels.tree_mask_rows, dict(WORDS=8, PADDING_TO_ROOT=padding_to_root), num_warps=1)
+
+
+def test_verify_tree_mask_sees_what_sglang_verify_mask_sees() -> None:
+    """The target's tree-attention mask (``TreeMaskBuffer.write``: padding hangs off the root) equals the tree part
+    of SGLang's verify mask of the same trees, padding slots included: SGLang verifies a padding slot as the root's
+    child at depth 1, so if its token is accepted, the target's next token must come from a row that saw the root."""
+    tree = padded_tree()
+    ours = unpack_tree_mask(build_tree_mask(tree.parents, tree.max_depth, padding_to_root=True))
+    sglang = eagle_verify_inputs(tree, torch.tensor([7, 0, 3]), TreeMaskMode.QLEN_ONLY).tree_mask.view(3, 40, 40)
+    assert torch.equal(ours, sglang.bool())
+    assert ours[1, 5:, 0].all() and not unpack_tree_mask(tree_mask_from_parents(tree.parents, 3))[1, 5:, 0].any()
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 100])

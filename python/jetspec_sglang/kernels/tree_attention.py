@@ -56,10 +56,14 @@ def tree_mask_from_parents(parents: Tensor, max_depth: int) -> Tensor:
     return (bits.view(bs, n, words, 32) * weights).sum(dim=3, dtype=torch.int32)
 
 
-def build_tree_mask(parents: Tensor, max_depth: int, out: Optional[Tensor] = None) -> Tensor:
+def build_tree_mask(parents: Tensor, max_depth: int, out: Optional[Tensor] = None,
+                    padding_to_root: bool = False) -> Tensor:
     """``tree_mask_from_parents`` in one Triton launch on a GPU (the torch version takes ~9 launches per
     depth level), written into ``out`` (``[bs, N, ceil(N / 32)]`` int32, e.g. a CUDA graph's static
     buffer) when given. Elsewhere it is ``tree_mask_from_parents``.
+
+    ``padding_to_root``: a slot past 0 whose parent is ``-1`` (a ``DraftTree``'s padding) hangs off slot 0,
+    as SGLang verifies it (``tree_layout.verify_parents``); ``max_depth`` must then be at least 1.
     """
     bs, n = parents.shape
     words = (n + 31) // 32
@@ -68,11 +72,14 @@ def build_tree_mask(parents: Tensor, max_depth: int, out: Optional[Tensor] = Non
     elif out.shape != (bs, n, words) or out.dtype != torch.int32 or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous int32 {(bs, n, words)}, got {out.dtype} {tuple(out.shape)}")
     if parents.device.type != "cuda" and not _interpreting():
+        if padding_to_root:
+            slots = torch.arange(n, device=parents.device)
+            parents = torch.where((parents < 0) & (slots > 0), 0, parents)
         return out.copy_(tree_mask_from_parents(parents, max_depth))
     from . import tree_attention_triton as kernels  # imports triton
 
     kernels.tree_mask_rows[(bs * n,)](parents.contiguous(), out, n, words, max_depth,
-                                      WORDS=_next_power_of_2(words))  # fmt: skip
+                                      WORDS=_next_power_of_2(words), PADDING_TO_ROOT=padding_to_root)  # fmt: skip
     return out
 
 

@@ -148,9 +148,11 @@ def merge_splits(
 
 
 @triton.jit
-def tree_mask_rows(parents, out, num_nodes, mask_words, max_depth, WORDS: tl.constexpr):
+def tree_mask_rows(parents, out, num_nodes, mask_words, max_depth, WORDS: tl.constexpr,
+                   PADDING_TO_ROOT: tl.constexpr):
     """One program per tree row (request b, node i): walk up to ``max_depth`` parent hops from i and set
-    bit j % 32 of word j // 32 for i and every ancestor j. ``parents`` is ``[bs, N]`` (-1 at roots)."""
+    bit j % 32 of word j // 32 for i and every ancestor j. ``parents`` is ``[bs, N]`` (-1 at roots); with
+    ``PADDING_TO_ROOT`` a node past slot 0 whose parent is -1 hangs off slot 0 instead."""
     row = tl.program_id(0)
     base = (row // num_nodes) * num_nodes
     word_ids = tl.arange(0, WORDS)
@@ -160,5 +162,8 @@ def tree_mask_rows(parents, out, num_nodes, mask_words, max_depth, WORDS: tl.con
         on = node >= 0
         bit = tl.full([WORDS], 1, tl.int32) << (node % 32).to(tl.int32)
         words = words | tl.where(on & (word_ids == node // 32), bit, 0)
-        node = tl.load(parents + base + node, mask=on, other=-1).to(tl.int64)
+        parent = tl.load(parents + base + node, mask=on, other=-1).to(tl.int64)
+        if PADDING_TO_ROOT:
+            parent = tl.where(on & (node > 0) & (parent < 0), 0, parent)
+        node = parent
     tl.store(out + row.to(tl.int64) * mask_words + word_ids, words, mask=word_ids < mask_words)

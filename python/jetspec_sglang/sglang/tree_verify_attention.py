@@ -90,8 +90,12 @@ class TreeMaskBuffer:
         return self.buffer.shape[1]
 
     def write(self, parents: Tensor, max_depth: int) -> None:
-        """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1`` (one launch on a GPU)."""
-        build_tree_mask(parents, max_depth, out=self.view(parents.shape[0]))
+        """The masks of this step's trees (``[bs, N]`` parents), for rows ``0 .. bs - 1`` (one launch on a GPU).
+
+        A padding slot (parent ``-1`` past slot 0) sees the root, as in SGLang's verify mask and retrieve lists:
+        SGLang verifies it as the root's child at depth 1, so accepting it must mean what SGLang's mask would.
+        """
+        build_tree_mask(parents, max_depth, out=self.view(parents.shape[0]), padding_to_root=True)
 
     def view(self, bs: int) -> Tensor:
         if bs > self.buffer.shape[0]:
