@@ -69,7 +69,7 @@ def test_the_tree_builder_of_a_plan_builds_trees_of_its_budget(plans: VerifyPlan
     assert tree.tokens.shape == (3, 24) and lineage.topk == plans.by_budget[24].lineage_topk
 
 
-def test_tree_attention_gives_a_plan_its_own_mask_which_the_compile_warm_up_leaves_as_lone_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tree_attention_gives_a_plan_its_own_mask_with_lone_roots_past_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JETSPEC_TREE_BUILDER", "torch")
     installed = []
     # The globals the method reads (other tests re-import sglang-facing modules, so patch by function, not by path).
@@ -85,4 +85,6 @@ def test_tree_attention_gives_a_plan_its_own_mask_which_the_compile_warm_up_leav
     for node in range(40):  # each node sees only itself: bit node % 32 of word node // 32 (int32, so bit 31 wraps)
         bit = 1 << (node % 32)
         lone_roots[node, node // 32] = bit - (1 << 32) if bit >= 1 << 31 else bit
-    assert torch.equal(mask.buffer[0], lone_roots) and torch.equal(mask.buffer[5], lone_roots)
+    root_only = lone_roots.clone()
+    root_only[1:, 0] |= 1  # the warm-up's root-only tree: every padding slot also sees the root
+    assert torch.equal(mask.buffer[0], root_only) and torch.equal(mask.buffer[5], lone_roots)

@@ -117,8 +117,8 @@ class VerifyPlans:
             plan.tree_mask = TreeMaskBuffer(rows, plan.budget, self.device)
             forward_extend = install_tree_verify_attention(backend, plan.tree_mask)
             plan.refill_skipped = skip_unread_refill(backend, lambda: forward_extend.deferred_verify_layers)
-            # The mask kernel compiles per mask width on first use; compile it now, writing row 0 as it
-            # already is (a tree of lone roots).
+            # The mask kernel compiles per mask width on first use; compile it now, writing row 0 with a
+            # root-only tree (every other slot padding, which sees the root). Rows past a batch stay lone roots.
             plan.tree_mask.write(torch.full((1, plan.budget), -1, dtype=torch.int64, device=self.device),
                                  self.tree.depth)
 
