@@ -1,16 +1,21 @@
-"""Benchmark configurations -> SGLang server flags and environment (no server started)."""
+"""Benchmark configurations -> SGLang server flags and environment, and the server wrapper's startup checks
+(no SGLang server started)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from jetspec_sglang.server_process import algorithm_args, algorithm_env
+from jetspec_sglang import server_process
+from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
 
 
 def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
@@ -56,3 +61,50 @@ def test_sigterm_closes_open_servers_instead_of_orphaning_them(tmp_path) -> None
     done = subprocess.run([sys.executable, "-c", script], timeout=60, env={**os.environ})
     assert done.returncode == 128 + signal.SIGTERM
     assert (tmp_path / "closed").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_port_in_use_is_refused_before_launching(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(server_process.subprocess, "Popen", lambda *a, **k: pytest.fail("launched on a busy port"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(RuntimeError, match=f"port {holder.getsockname()[1]} is in use"):
+            SGLangServer("MODEL", holder.getsockname()[1], [], log_path=str(tmp_path / "server.log"))
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_that_answers_but_logs_nothing_is_refused(monkeypatch, tmp_path) -> None:
+    """The launched process stays silent while something else answers on its port (it starts after the port
+    check, as a leftover server might still answer): the wrapper must not hand that server out as its own."""
+    pytest.importorskip("requests")
+    port, others = free_port(), []
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]
+    popen = subprocess.Popen
+
+    def launch(cmd, **kwargs):
+        others.append(http.server.HTTPServer(("127.0.0.1", port), _Healthy))
+        threading.Thread(target=others[0].serve_forever, daemon=True).start()
+        return popen(silent, start_new_session=True, stdout=kwargs["stdout"], stderr=kwargs["stderr"])
+
+    monkeypatch.setattr(server_process.subprocess, "Popen", launch)
+    monkeypatch.setattr(SGLangServer, "LOG_GRACE_SECONDS", 1.0)
+    try:
+        with pytest.raises(RuntimeError, match="wrote nothing to"):
+            SGLangServer("MODEL", port, [], log_path=str(tmp_path / "server.log"), startup_timeout=30)
+    finally:
+        for other in others:
+            other.shutdown()

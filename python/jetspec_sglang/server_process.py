@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,13 @@ JETSPEC_VARIANTS = {
     "jetspec-replay-metadata": {"JETSPEC_GRAPH_METADATA": "0"},  # SGLang's attention metadata refill before replays
     "jetspec-torch-draft-inputs": {"JETSPEC_DRAFT_INPUTS": "torch"},  # the head's block inputs by six torch ops
 }
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something accepts connections on ``127.0.0.1:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def close_servers_on_sigterm() -> None:
@@ -60,6 +68,9 @@ def algorithm_args(name: str, head: str) -> list[str]:
 class SGLangServer:
     """``python -m sglang.launch_server`` on ``127.0.0.1:port``; ready once ``/health_generate`` answers.
 
+    Refuses a port already in use, and (with ``log_path``) a ready server that has added nothing to its log:
+    in both cases the answers could come from another process.
+
     Examples:
         >>> with SGLangServer("MODEL", 30000, ["--attention-backend", "triton"]) as server:  # doctest: +SKIP
         ...     server.post("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 8}})
@@ -68,8 +79,13 @@ class SGLangServer:
     def __init__(self, model: str, port: int, args: list[str], *, startup_timeout: float = 900,
                  log_path: Optional[str] = None, env: Optional[dict[str, str]] = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
         self.started = time.perf_counter()
+        if port_in_use(port):
+            raise RuntimeError(f"port {port} is in use (a server still shutting down?); its answers would not be this "
+                               "server's: pick another port")
         log = open(log_path, "ab") if log_path else None
+        self._log_start = log.tell() if log else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1",
              "--port", str(port), *args],
@@ -88,12 +104,28 @@ class SGLangServer:
                 raise RuntimeError(f"the SGLang server on {self.url} exited during startup (code {self.process.returncode})")
             try:
                 if requests.get(f"{self.url}/health_generate", timeout=5).status_code == 200:
+                    self._check_log_written()
                     return
             except requests.RequestException:
                 pass
             time.sleep(2)
         self.close()
         raise TimeoutError(f"the SGLang server on {self.url} was not ready after {timeout:.0f} s")
+
+    LOG_GRACE_SECONDS = 10.0  # how long a ready server may take to flush its first log lines
+
+    def _check_log_written(self) -> None:
+        """A server that answers but has added nothing to its log may not be the one this object started (a
+        benchmark run on 2026-12-06 measured such a server; its rows could not be tied to their configuration)."""
+        if not self.log_path:
+            return
+        deadline = time.time() + self.LOG_GRACE_SECONDS
+        while os.path.getsize(self.log_path) <= self._log_start:
+            if time.time() > deadline:
+                self.close()
+                raise RuntimeError(f"the server answering on {self.url} wrote nothing to {self.log_path} after "
+                                   "reporting ready: another process may be answering there")
+            time.sleep(0.5)
 
     def post(self, path: str, body: dict, timeout: float = 600) -> Any:
         import requests
