@@ -108,3 +108,24 @@ def test_a_server_that_answers_but_logs_nothing_is_refused(monkeypatch, tmp_path
     finally:
         for other in others:
             other.shutdown()
+
+
+def test_a_server_interrupted_while_starting_is_killed(monkeypatch, tmp_path) -> None:
+    """``timeout`` can fire while the server is still starting, before any ``with`` block owns it: the SystemExit
+    of ``close_servers_on_sigterm`` must still kill it. (On 2026-12-06 a server orphaned that way kept answering on
+    its port through two later benchmark runs, which measured it in place of the servers they had started.)"""
+    launched = []
+    popen = subprocess.Popen
+
+    def launch(cmd, **kwargs):
+        launched.append(popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True))
+        return launched[-1]
+
+    def interrupted(self, timeout):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    monkeypatch.setattr(server_process.subprocess, "Popen", launch)
+    monkeypatch.setattr(SGLangServer, "_wait_ready", interrupted)
+    with pytest.raises(SystemExit):
+        SGLangServer("MODEL", free_port(), [], log_path=str(tmp_path / "server.log"))
+    assert launched[0].wait(timeout=10) == -signal.SIGKILL

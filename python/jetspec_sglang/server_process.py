@@ -92,7 +92,11 @@ class SGLangServer:
             start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None,
             env=None if env is None else {**os.environ, **env},
         )
-        self._wait_ready(startup_timeout)
+        try:
+            self._wait_ready(startup_timeout)
+        except BaseException:  # SIGTERM (SystemExit) or Ctrl-C while starting: no `with` block owns the server yet
+            self.close()
+            raise
         self.startup_seconds = time.perf_counter() - self.started
 
     def _wait_ready(self, timeout: float) -> None:

@@ -4,6 +4,7 @@
 # batch sizes $2 (default "1 4"), within $3 seconds (default 400). Tables and server logs come back under $OUT.
 # Usage: bash scripts/device_session/quick_breakdown.sh "plain jetspec-replay-metadata:64 jetspec:64" "1 4" 400
 if [ -d .devwork/wheels ]; then mkdir -p /tmp/wheels && cp -r .devwork/wheels/. /tmp/wheels/; fi
+pkill -f sglang.launch_server && sleep 5  # servers an earlier call left (a timeout mid-startup once orphaned one)
 source scripts/device_session/common.sh
 python3 benchmark/dummy_shapes.py smollm2-135m /tmp/models/smollm2-135m-dummy /tmp/heads/smollm2-135m-dummy
 timeout "${3:-400}" python3 benchmark/step_breakdown.py --model /tmp/models/smollm2-135m-dummy \

@@ -5,6 +5,7 @@
 # the files. Each tiny engine takes about 45 s; the first start on a fresh machine JIT-compiles.
 # Usage: bash scripts/device_session/quick_tests.sh "graph_metadata or greedy_is_token" [SECONDS]
 if [ -d .devwork/wheels ]; then mkdir -p /tmp/wheels && cp -r .devwork/wheels/. /tmp/wheels/; fi
+pkill -f sglang.launch_server && sleep 5  # servers an earlier call left (a timeout mid-startup once orphaned one)
 source scripts/device_session/common.sh
 timeout "${2:-400}" python3 -m pytest -q -s -rA ${TESTS:-test/test_greedy_accept.py test/test_step_graphs.py test/test_sglang_gpu.py} \
   -k "$1" > $OUT/quick_tests.log 2>&1

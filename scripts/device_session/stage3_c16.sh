@@ -4,6 +4,7 @@
 #   the side-by-side at 16 concurrent requests (96 GSM8K prompts, the committed head) of $CONFIGS (default plain,
 #   the default JETSPEC, then DFLASH);
 #   a traced SmolLM2 step breakdown of the default at bs 1 (random head; host time per phase, a Chrome trace).
+pkill -f sglang.launch_server && sleep 5  # servers an earlier call left (a timeout mid-startup once orphaned one)
 source scripts/device_session/common.sh
 STAGE_SECONDS=${STAGE_SECONDS:-540} NEED_HEAD=1 MIN_GPUS=1 source scripts/device_session/stage3_lib.sh
 JETSPEC_SMOLLM2=$SMOL timeout $(left) python3 -m pytest -q -s -rA -k smollm2 test/test_sglang_gpu.py \

@@ -4,6 +4,7 @@
 # head) of $CONFIGS, one job after another to one deadline (STAGE_SECONDS, default 520; timeout_s 598).
 # CONFIGS defaults to plain, the head's block inputs from torch ops (`jetspec-torch-draft-inputs`) and the default.
 # (A side-by-side at 16 concurrent requests needs about 2.5 min a configuration: stage3_c16.sh.)
+pkill -f sglang.launch_server && sleep 5  # servers an earlier call left (a timeout mid-startup once orphaned one)
 source scripts/device_session/common.sh
 STAGE_SECONDS=${STAGE_SECONDS:-520} NEED_HEAD=1 MIN_GPUS=1 source scripts/device_session/stage3_lib.sh
 CONFIGS=${CONFIGS:-plain jetspec-torch-draft-inputs:64 jetspec:64}
