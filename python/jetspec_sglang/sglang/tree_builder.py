@@ -38,9 +38,7 @@ DRAFT_INPUTS = ("torch", "fused")
 
 def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = None) -> tuple[str, TreeBuilder]:
     """The builder to use and its name; ``choice`` defaults to ``$JETSPEC_TREE_BUILDER`` or ``fused``."""
-    choice = choice or os.environ.get("JETSPEC_TREE_BUILDER", "fused")
-    if choice not in BUILDERS:
-        raise ValueError(f"JETSPEC_TREE_BUILDER must be one of {BUILDERS}, got {choice!r}")
+    choice = _tree_builder_choice(choice)
 
     def torch_builder(topk_ids: Tensor, topk_logprobs: Tensor, roots: Tensor) -> tuple[DraftTree, EagleLineage]:
         tree = build_tree(topk_ids, topk_logprobs, roots, budget)
@@ -61,6 +59,21 @@ def select_tree_builder(budget: int, lineage_topk: int, choice: Optional[str] = 
         return build_tree_fused(topk_ids, topk_logprobs, roots, budget, lineage_topk)
 
     return "fused", fused_builder
+
+
+def check_kernel_switches() -> None:
+    """Fail on a bad ``JETSPEC_TREE_BUILDER``, ``JETSPEC_VERIFY_INPUTS`` or ``JETSPEC_DRAFT_INPUTS`` value at launch,
+    without building the extension (the worker builds it in the scheduler process)."""
+    _tree_builder_choice(None)
+    select_verify_inputs("fused")
+    select_draft_inputs("fused")
+
+
+def _tree_builder_choice(choice: Optional[str]) -> str:
+    choice = choice or os.environ.get("JETSPEC_TREE_BUILDER", "fused")
+    if choice not in BUILDERS:
+        raise ValueError(f"JETSPEC_TREE_BUILDER must be one of {BUILDERS}, got {choice!r}")
+    return choice
 
 
 def select_verify_inputs(tree_builder: str, choice: Optional[str] = None) -> str:
