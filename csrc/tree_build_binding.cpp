@@ -1,5 +1,6 @@
 // PyTorch binding of the fused tree builder, of the verify inputs of its trees and of the head's
-// block inputs: check every tensor, then launch on the current CUDA stream (so that it can be captured in a CUDA graph).
+// block inputs: check every tensor, then launch on the current CUDA stream (so that it can be
+// captured in a CUDA graph).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>

@@ -94,7 +94,7 @@ class SGLangServer:
         )
         try:
             self._wait_ready(startup_timeout)
-        except BaseException:  # SIGTERM (SystemExit) or Ctrl-C while starting: no `with` block owns the server yet
+        except BaseException:  # not ready, or SIGTERM (SystemExit) / Ctrl-C: no `with` block owns the server yet
             self.close()
             raise
         self.startup_seconds = time.perf_counter() - self.started
@@ -113,7 +113,6 @@ class SGLangServer:
             except requests.RequestException:
                 pass
             time.sleep(2)
-        self.close()
         raise TimeoutError(f"the SGLang server on {self.url} was not ready after {timeout:.0f} s")
 
     LOG_GRACE_SECONDS = 10.0  # how long a ready server may take to flush its first log lines
@@ -126,7 +125,6 @@ class SGLangServer:
         deadline = time.time() + self.LOG_GRACE_SECONDS
         while os.path.getsize(self.log_path) <= self._log_start:
             if time.time() > deadline:
-                self.close()
                 raise RuntimeError(f"the server answering on {self.url} wrote nothing to {self.log_path} after "
                                    "reporting ready: another process may be answering there")
             time.sleep(0.5)
