@@ -12,7 +12,10 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
 - for JETSPEC, the GPU-timeline time of each phase (draft, tree, verify, commit) and the gap
   between steps (host work the GPU waited for), from the worker's opt-in CUDA-event profiler
   (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``): the median over
-  the profiler's steady-state windows at that bs.
+  the profiler's steady-state windows at that bs;
+- for JETSPEC, the host time of the same phases and of the worker's named laps inside them (from the
+  same profiler's host clock), in a second table: a phase whose host time is about its GPU-timeline
+  time is host bound.
 
 ``--trace W:K`` also traces ``K`` JETSPEC decode steps on the host after ``W``
 (``jetspec_sglang/sglang/step_tracer.py``): per phase, host time and kernel launches, copies
@@ -43,7 +46,7 @@ from pathlib import Path
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, close_servers_on_sigterm
 from jetspec_sglang.sglang.budget_plan import budget_in_log
-from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, PHASES
+from jetspec_sglang.sglang.step_profiler import HOST_LOG_PREFIX, LOG_PREFIX, PHASES
 from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
 
 PROFILE_EVERY = 16
@@ -51,8 +54,9 @@ _PHASE_RE = re.compile(r"(\w+) ([0-9.]+) ms")
 _SIZES_RE = re.compile(r"\(bs \[([0-9, ]+)\]\)")
 
 
-def phase_medians(log_text: str, batch_size: int) -> dict[str, float]:
-    """Median of each ``name X ms`` field over the profiler windows of ``log_text`` that ran at
+def phase_medians(log_text: str, batch_size: int, prefix: str = LOG_PREFIX) -> dict[str, float]:
+    """Median of each ``name X ms`` field over the profiler windows of ``log_text`` (its lines with
+    ``prefix``: GPU-timeline ones by default, ``HOST_LOG_PREFIX`` for host time) that ran at
     ``batch_size`` only (empty if none).
 
     Steady state only: a window in which the batch grew or shrank, or that spans the idle time
@@ -61,13 +65,14 @@ def phase_medians(log_text: str, batch_size: int) -> dict[str, float]:
     """
     rows = []
     for line in log_text.splitlines():
-        if LOG_PREFIX not in line:
+        if prefix not in line:
             continue
-        fields = line.split(LOG_PREFIX, 1)[1]
+        fields = line.split(prefix, 1)[1]
         sizes = _SIZES_RE.search(fields)
         if sizes and [int(b) for b in sizes.group(1).split(",")] == [batch_size]:
             rows.append({k: float(v) for k, v in _PHASE_RE.findall(fields)})
-    return {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]} if rows else {}
+    names = dict.fromkeys(k for r in rows for k in r)  # a lap may be missing from a window (another path ran)
+    return {k: round(statistics.median(r[k] for r in rows if k in r), 3) for k in names}
 
 
 def decode_batch(server: SGLangServer, prompts: list[list[int]], new_tokens: int) -> tuple[float, int, int]:
@@ -119,7 +124,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
                 text = f.read()
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
-                         "phases_ms": phase_medians(text, bs),
+                         "phases_ms": phase_medians(text, bs), "host_ms": phase_medians(text, bs, HOST_LOG_PREFIX),
                          "budget": budget_in_log(startup_log, bs)})
             traces = [line.split(TRACE_PREFIX, 1)[1] for line in text.splitlines() if f"{TRACE_PREFIX} per step" in line]
             if traces:
@@ -144,6 +149,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         ratio = f"{r['step_ms'] / plain[r['bs']]:.2f}" if r["bs"] in plain else "-"
         cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-")]
         lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {r['tau']} | " + " | ".join(cells) + " |")
+    hosted = [r for r in rows if r.get("host_ms")]
+    if hosted:
+        lines += ["", "Host time per step (ms; the worker's Python issuing each phase, and its named laps):", "",
+                  "| config | bs | " + " | ".join(cols) + " | laps |", "| --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
+        for r in hosted:
+            laps = ", ".join(f"{k} {v}" for k, v in r["host_ms"].items() if k not in (*cols, "step"))
+            cells = [str(r["host_ms"].get(c, "-")) for c in cols]
+            lines.append(f"| {r['config']} | {r['bs']} | " + " | ".join(cells) + f" | {laps or '-'} |")
     traced = [r for r in rows if r.get("host_trace")]
     if traced:
         lines += ["", "Host trace (`JETSPEC_TRACE_STEPS`; host time and CUDA calls per step, per phase):", ""]
@@ -167,6 +180,7 @@ def reparse(out: Path) -> None:
             log = out.with_name(f"{out.name}-{row['config'].replace(':', '-')}.log")
             text = log.read_text(encoding="utf-8", errors="replace")
             row["phases_ms"] = phase_medians(text, row["bs"])
+            row["host_ms"] = phase_medians(text, row["bs"], HOST_LOG_PREFIX)
             row["budget"] = budget_in_log(text, row["bs"])
     run["meta"]["reparsed"] = "phase columns recomputed from the server logs by step_breakdown.py --reparse"
     write_tables(out, run["meta"], run["rows"])

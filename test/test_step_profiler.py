@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 from benchmark_scripts import load_benchmark
 
-from jetspec_sglang.sglang.step_profiler import LOG_PREFIX, StepProfiler
+from jetspec_sglang.sglang.step_profiler import HOST_LOG_PREFIX, LOG_PREFIX, StepProfiler
 
 
 class FakeEvent:
@@ -37,14 +37,44 @@ def test_reports_phase_means_and_gap_every_n_steps() -> None:
         t += 20
     FakeEvent.clock = iter(times)
     lines: list[str] = []
-    profiler = StepProfiler(every=2, make_event=FakeEvent, log=lines.append)
+    profiler = StepProfiler(every=2, make_event=FakeEvent, log=lines.append, clock=lambda: 0.0)
     for _ in range(5):
         for _ in range(5):
             profiler.mark()
         profiler.end_step(batch_size=3)
-    assert len(lines) == 2  # after steps 3 and 5 (step 1 only anchors the first gap)
+    assert len(lines) == 4  # GPU and host lines after steps 3 and 5 (step 1 only anchors the first gap)
     assert lines[0] == (f"{LOG_PREFIX} over 2 steps (bs [3]): draft 1.000 ms, tree 2.000 ms, verify 3.000 ms, "
                         "commit 4.000 ms, gap 10.000 ms, step 20.000 ms")
+
+
+def test_reports_host_time_per_phase_and_named_laps() -> None:
+    # Host clock (s): each step starts 0.010 after the previous ends; draft takes 1 ms with a 0.25 ms lap,
+    # tree 2 ms, verify 3 ms with laps of 1 and 1.5 ms, commit 4 ms.
+    readings = []
+    t = 0.0
+    for _ in range(3):
+        readings += [t, t + 0.00025, t + 0.001, t + 0.003, t + 0.004, t + 0.0055, t + 0.006, t + 0.010]
+        t += 0.020
+    clock = iter(readings)
+    FakeEvent.clock = itertools.count()
+    lines: list[str] = []
+    profiler = StepProfiler(every=2, make_event=FakeEvent, log=lines.append, clock=lambda: next(clock))
+    for _ in range(3):
+        profiler.mark()
+        profiler.split("draft_inputs")
+        profiler.mark()
+        profiler.mark()
+        profiler.split("verify_prepare")
+        profiler.split("target_forward")
+        profiler.mark()
+        profiler.mark()
+        profiler.end_step(batch_size=2)
+    assert lines[1] == (f"{HOST_LOG_PREFIX} over 2 steps (bs [2]): draft 1.000 ms, tree 2.000 ms, verify 3.000 ms, "
+                        "commit 4.000 ms, gap 10.000 ms, step 20.000 ms; draft_inputs 0.250 ms, "
+                        "verify_prepare 1.000 ms, target_forward 1.500 ms")
+    medians = load_benchmark("step_breakdown").phase_medians(lines[1], 2, HOST_LOG_PREFIX)
+    assert medians["verify_prepare"] == 1.0 and medians["gap"] == 10.0
+    assert load_benchmark("step_breakdown").phase_medians(lines[1], 2) == {}  # GPU lines only by default
 
 
 def test_a_step_with_missing_marks_is_an_error() -> None:

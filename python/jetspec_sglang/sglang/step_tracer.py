@@ -137,6 +137,9 @@ class StepTracer:
                 self._range.__enter__()
         self._marks += 1
 
+    def split(self, name: str) -> None:
+        """Named laps are ``StepProfiler``'s; the trace already times every op of a phase."""
+
     def end_step(self, batch_size: int) -> None:
         if self._marks != len(PHASES) + 1:
             raise RuntimeError(f"a traced step needs {len(PHASES) + 1} marks, got {self._marks}")

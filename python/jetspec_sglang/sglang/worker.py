@@ -309,8 +309,10 @@ class JetSpecWorker(BaseSpecWorker):
             spec_info=self.draft_spec_info,
             capture_hidden_mode=CaptureHiddenMode.NULL,
         )
+        self.profiler.split("draft_inputs")
         with torch.inference_mode():
             draft_out = self.draft_model_runner.forward(forward_batch)
+        self.profiler.split("draft_forward")
         if self.draft_topk is not None and draft_out.can_run_graph:
             ids, logprobs = self.draft_topk.result(bs)
         else:
@@ -327,6 +329,7 @@ class JetSpecWorker(BaseSpecWorker):
             plan.tree_mask.write(tree.parents, tree.max_depth)
         batch.spec_info = self.make_verify_input(batch, draft_input, tree, lineage, target_worker=self.target_worker,
                                                  budget=plan.budget, device=self.device)
+        self.profiler.split("verify_inputs")
         accept = plan.greedy_accept
         if accept is not None and accept.fits(len(tree.tokens)) and greedy_acceptable(batch):
             return self.verify_greedy(batch, accept, block_slots, block_positions), True
@@ -356,12 +359,15 @@ class JetSpecWorker(BaseSpecWorker):
             verify_input, self.model_runner.req_to_token_pool, batch, self.target_worker
         )
         record_stream_each((batch.input_ids, batch.out_cache_loc), stream)
+        self.profiler.split("verify_prepare")
         out = self.target_worker.forward_batch_generation(batch=None, forward_batch=forward_batch, is_verify=True)
+        self.profiler.split("target_forward")
         logits_output = out.logits_output
         predict, accept_lens, bonus, new_seq_lens = accept(
             logits_output.next_token_logits, logits_output.hidden_states, verify_input, batch.seq_lens,
             batch.req_pool_indices, batch.out_cache_loc, block_positions, block_slots,
         )  # fmt: skip
+        self.profiler.split("accept")
         logits_output.hidden_states = None  # keep the taps off the host copy
         return GenerationBatchResult(
             logits_output=logits_output,
