@@ -146,6 +146,14 @@ def tiny_torch_draft_input_runs(tiny_models, tiny_plain):
                                       JETSPEC_DRAFT_INPUTS="torch"))
 
 
+@pytest.fixture(scope="module")
+def tiny_sglang_verify_prep_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with greedy verify through SGLang's preparation and graph runner (``JETSPEC_DIRECT_VERIFY=0``)
+    instead of ``DirectVerify``'s three replays."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="0"))
+
+
 def assert_token_identical(plain: list[dict], spec: list[dict]) -> None:
     report = []
     for i, expected in enumerate(plain):
@@ -193,6 +201,12 @@ def test_tiny_fp32_torch_draft_inputs_draft_the_same_trees(tiny_runs, tiny_torch
     """The fused block inputs (``tiny_runs``) against the torch ops they replace: lossless either way, and the same
     accepted lengths request by request (a wrong slot or position would change what the head attends to)."""
     assert_same_trees(tiny_runs, tiny_torch_draft_input_runs)
+
+
+def test_tiny_fp32_sglang_verify_prep_drafts_the_same_trees(tiny_runs, tiny_sglang_verify_prep_runs) -> None:
+    """Direct verify (the default) against SGLang's verify preparation and runner: lossless either way, and the
+    same accepted lengths request by request (a wrong KV slot, position or padding row would change them)."""
+    assert_same_trees(tiny_runs, tiny_sglang_verify_prep_runs)
 
 
 def assert_same_trees(runs: tuple, other: tuple) -> None:

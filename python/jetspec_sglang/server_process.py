@@ -26,6 +26,7 @@ JETSPEC_VARIANTS = {
     "jetspec-fixed": {"JETSPEC_VERIFY_TOKENS": "0"},  # the full budget at every batch size
     "jetspec-replay-metadata": {"JETSPEC_GRAPH_METADATA": "0"},  # SGLang's attention metadata refill before replays
     "jetspec-torch-draft-inputs": {"JETSPEC_DRAFT_INPUTS": "torch"},  # the head's block inputs by six torch ops
+    "jetspec-sglang-verify-prep": {"JETSPEC_DIRECT_VERIFY": "0"},  # greedy verify through SGLang's preparation and runner
 }
 
 

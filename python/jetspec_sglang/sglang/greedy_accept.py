@@ -164,7 +164,11 @@ class GreedyAccept:
                     verify_input.retrieve_index, verify_input.retrieve_next_token, verify_input.retrieve_next_sibling,
                     seq_lens, req_pool_indices, out_cache_loc.view(bs, n), block_positions, block_slots,
                     self.real_rows[:bs])  # fmt: skip
-        # Copies: under overlap scheduling the next replay may run before these are read.
+        return self.results(bs)
+
+    def results(self, bs: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Copies of the last replay's outputs for ``bs`` requests: ``predict [bs * N]``, ``accept_lens``, ``bonus``,
+        ``new_seq_lens`` (under overlap scheduling the next replay may run before these are read)."""
         return (self.predict[:bs].flatten().clone(), self.accept_lens[:bs].clone(), self.bonus[:bs].clone(),
                 self.new_seq_lens[:bs].clone())
 

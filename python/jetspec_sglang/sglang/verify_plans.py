@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .budget_plan import budgets_by_batch, describe
+from .direct_verify import DirectVerify
 from .greedy_accept import GreedyAccept
 from .lineage import lineage_topk
 from .settings import TreeSettings
@@ -31,7 +32,8 @@ from .verify_metadata import skip_unread_refill
 class VerifyPlan:
     """Everything a verify step of one tree budget uses: its tree builder, the tree kernel's mask
     buffer (tree attention only), the target's attention backend and graph runner for that width,
-    and graphed greedy acceptance for the batch sizes it serves."""
+    graphed greedy acceptance for the batch sizes it serves, and the direct greedy verify of those
+    sizes where SGLang's replay allows it."""
 
     budget: int
     lineage_topk: int
@@ -42,6 +44,7 @@ class VerifyPlan:
     graph_runner: Any = None
     graph_batch_sizes: list[int] = field(default_factory=list)
     greedy_accept: Optional[GreedyAccept] = None
+    direct_verify: Optional[DirectVerify] = None
     refill_skipped: bool = False  # graph replays skip SGLang's verify metadata (verify_metadata.skip_unread_refill)
 
 

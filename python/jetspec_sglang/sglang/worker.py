@@ -14,7 +14,10 @@ A decode step reads as four phases:
    scores the tree in one pass. An all-greedy batch is accepted, its KV moved and the head's
    K/V committed by one graph replay (``greedy_accept.GreedyAccept``, SGLang's own greedy
    pieces); any other batch goes through SGLang's ``run_eagle_verify`` (lossless sampling,
-   grammar, penalties, logprobs), which moves the accepted KV to the front;
+   grammar, penalties, logprobs), which moves the accepted KV to the front. Where the batch
+   size has graphs, an all-greedy batch skips SGLang's verify preparation altogether: tree,
+   verify inputs, the target's verify graph and acceptance are three graph replays
+   (``direct_verify.DirectVerify``, which then covers phase 2 too);
 4. ``commit``  (that other path) the head's context K/V is written for every committed token,
    replayed from one CUDA graph per batch bucket (``step_graphs.BucketedGraphs``).
 
@@ -27,9 +30,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
+from sglang.srt.layers.logits_processor import LogitsProcessorOutput
 from sglang.srt.managers.utils import GenerationBatchResult
 from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardBatch, ForwardMode, compute_position
 from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
@@ -48,6 +52,7 @@ from ..kernels.draft_inputs import draft_inputs_fused, draft_inputs_torch
 from ..tree import DraftTree
 from .budget_plan import LOG_PREFIX as BUDGET_LOG_PREFIX
 from .budget_plan import verify_token_cap
+from .direct_verify import DirectVerify, direct_verify_enabled, direct_verify_refusal
 from .draft_kv import DraftContextWriter
 from .greedy_accept import (
     GreedyAccept,
@@ -196,6 +201,7 @@ class JetSpecWorker(BaseSpecWorker):
         if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_enabled():
             for plan in self.plans:
                 self.capture_greedy_accept(plan)
+                self.capture_direct_verify(plan)
 
     def capture_greedy_accept(self, plan: VerifyPlan) -> None:
         features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
@@ -208,6 +214,24 @@ class JetSpecWorker(BaseSpecWorker):
             plan.greedy_accept.capture()
         logger.info("JETSPEC graphed greedy acceptance at budget %d for batch sizes %s (others use SGLang's "
                     "verify path)", plan.budget, buckets)
+
+    def capture_direct_verify(self, plan: VerifyPlan) -> None:
+        """``DirectVerify`` for ``plan``'s greedy batch sizes, where SGLang's replay allows it (logged either way)."""
+        refusal = "JETSPEC_DIRECT_VERIFY=0" if not direct_verify_enabled() else None
+        if refusal is None and (plan.greedy_accept is None or self.draft_topk is None):
+            refusal = "no graphed head top-K and greedy acceptance"
+        if refusal is None and (plan.tree_builder_name != "fused" or self.verify_inputs_name != "fused"):
+            refusal = "needs the fused tree builder and verify inputs"
+        refusal = refusal or direct_verify_refusal(self.model_runner, plan.graph_runner, plan.refill_skipped)
+        if refusal is None:
+            buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in plan.graph_batch_sizes]
+            plan.direct_verify = DirectVerify(
+                plan.build_tree, plan.tree_mask.write, plan.graph_runner, plan.greedy_accept, self.draft_topk,
+                self.model_runner.req_to_token_pool.req_to_token, buckets, self.device,
+            )  # fmt: skip
+            plan.direct_verify.capture()
+        logger.info("JETSPEC direct greedy verify at budget %d: %s", plan.budget,
+                    f"batch sizes {plan.direct_verify.buckets}" if refusal is None else f"off ({refusal})")
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
@@ -231,20 +255,28 @@ class JetSpecWorker(BaseSpecWorker):
         # Under overlap scheduling seq_lens comes from the schedule stream (FutureMap); keep it alive here.
         batch.seq_lens.record_stream(torch.cuda.current_stream())
         self.profiler.mark()
-        plan = self.plans.for_batch(draft_input.bonus_tokens.shape[0])
-        topk_ids, topk_logprobs, block_slots, block_positions = self.draft(batch, draft_input.bonus_tokens)
+        bs = draft_input.bonus_tokens.shape[0]
+        plan = self.plans.for_batch(bs)
+        draft = self.draft(batch, draft_input.bonus_tokens)
         self.profiler.mark()
-        tree, lineage = plan.build_tree(topk_ids, topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
-        self.profiler.mark()
-        result, committed = self.verify(batch, draft_input, plan, tree, lineage, grammar_barrier, block_slots,
-                                        block_positions)
+        direct = plan.direct_verify
+        if direct is not None and draft.from_graph and direct.fits(bs) and greedy_acceptable(batch):
+            direct.load_and_prepare(batch.seq_lens, batch.req_pool_indices, draft_input.bonus_tokens, draft.slots,
+                                    draft.positions)  # fmt: skip
+            self.profiler.mark()
+            result, committed = self.verify_direct(direct, bs, plan.budget), True
+        else:
+            tree, lineage = plan.build_tree(draft.topk_ids, draft.topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
+            self.profiler.mark()
+            result, committed = self.verify(batch, draft_input, plan, tree, lineage, grammar_barrier, draft.slots,
+                                            draft.positions)
         self.profiler.mark()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
         if not committed:
-            self.commit(result, plan.budget, block_slots, block_positions)
+            self.commit(result, plan.budget, draft.slots, draft.positions)
         self.profiler.mark()
-        self.profiler.end_step(block_slots.shape[0])
+        self.profiler.end_step(bs)
         return result
 
     def prefill(self, batch: Any, on_publish: Optional[Callable]) -> GenerationBatchResult:
@@ -282,12 +314,8 @@ class JetSpecWorker(BaseSpecWorker):
             new_seq_lens=empty,
         )
 
-    def draft(self, batch: Any, bonus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One head pass over ``[bonus, MASK x D]`` per request.
-
-        Returns ``topk_ids, topk_logprobs: [bs, D, K]`` and the block's ``slots, positions: [bs, D + 1]``
-        (the block's KV slots are where the accepted path's context K/V goes afterwards).
-        """
+    def draft(self, batch: Any, bonus: torch.Tensor) -> "Draft":
+        """One head pass over ``[bonus, MASK x D]`` per request."""
         bs = bonus.shape[0]
         seq_lens = batch.seq_lens
         block_ids, slots, positions = self.make_draft_inputs(
@@ -313,12 +341,13 @@ class JetSpecWorker(BaseSpecWorker):
         with torch.inference_mode():
             draft_out = self.draft_model_runner.forward(forward_batch)
         self.profiler.split("draft_forward")
-        if self.draft_topk is not None and draft_out.can_run_graph:
+        from_graph = self.draft_topk is not None and draft_out.can_run_graph
+        if from_graph:
             ids, logprobs = self.draft_topk.result(bs)
         else:
             ids, logprobs = block_topk(draft_out.logits_output.hidden_states, self.lm_head, self.tree.depth,
                                        self.tree.topk, self.tp_group)
-        return ids, logprobs, slots, positions
+        return Draft(ids, logprobs, slots, positions, from_graph)
 
     def verify(self, batch: Any, draft_input: Any, plan: VerifyPlan, tree: DraftTree, lineage: EagleLineage,
                grammar_barrier: Optional[Callable], block_slots: torch.Tensor, block_positions: torch.Tensor
@@ -382,6 +411,20 @@ class JetSpecWorker(BaseSpecWorker):
             extra_keep_alive_refs=[forward_batch],  # the scheduler holds the verify tensors across overlap
         )
 
+    def verify_direct(self, direct: DirectVerify, bs: int, budget: int) -> GenerationBatchResult:
+        """The target's verify graph and acceptance after ``DirectVerify.load_and_prepare``."""
+        logits, predict, accept_lens, bonus, new_seq_lens = direct.verify(bs)
+        self.profiler.split("target_and_accept")
+        return GenerationBatchResult(
+            logits_output=LogitsProcessorOutput(next_token_logits=logits, hidden_states=None),
+            next_token_ids=predict,
+            accept_lens=accept_lens,
+            new_seq_lens=new_seq_lens,
+            next_draft_input=make_draft_input_v2(bonus_tokens=bonus, new_seq_lens=new_seq_lens),
+            can_run_cuda_graph=True,
+            speculative_num_draft_tokens=budget,
+        )
+
     def commit(self, result: GenerationBatchResult, budget: int, block_slots: torch.Tensor,
                block_positions: torch.Tensor) -> None:
         """Write the head's context K/V for the committed tokens (root plus accepted nodes).
@@ -420,6 +463,18 @@ class JetSpecWorker(BaseSpecWorker):
             torch.zeros((bs, width), dtype=torch.int64, device=self.device),
             torch.zeros((bs,), dtype=torch.int32, device=self.device),
         ]
+
+
+class Draft(NamedTuple):
+    """What the head's pass gives a step: ``topk_ids, topk_logprobs: [bs, D, K]``, the block's
+    ``slots, positions: [bs, D + 1]`` (where the accepted path's context K/V goes afterwards), and
+    whether the top-K came from the head's CUDA graph (``DraftTopK``'s buffers)."""
+
+    topk_ids: torch.Tensor
+    topk_logprobs: torch.Tensor
+    slots: torch.Tensor
+    positions: torch.Tensor
+    from_graph: bool
 
 
 def _commit_nothing_past(static: list[torch.Tensor], bs: int) -> None:

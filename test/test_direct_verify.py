@@ -1,0 +1,148 @@
+"""``DirectVerify``'s buffer writes and refusals (``sglang/direct_verify.py``), on a CPU.
+
+The replays themselves need a GPU: ``test_tiny_fp32_sglang_verify_prep_drafts_the_same_trees`` runs the default
+(direct) path against SGLang's verify preparation, token-identical to plain decoding with the same accepted
+lengths. Here: the target graph's input buffers hold what SGLang 0.5.17's own buffer fill
+(``CudaGraphBufferRegistry.fill_from``, loaded from its source) gives a padded batch, and the path refuses every
+configuration where a replay needs more than that fill.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+import torch
+from sglang_source import sglang_source
+
+from jetspec_sglang.sglang import direct_verify as dv
+
+needs_source = pytest.mark.skipif(sglang_source() is None, reason="sglang 0.5.17 source is not unpacked (.ci/run does it)")
+N = 4  # tree nodes per request
+
+
+@contextmanager
+def sglang_registry_module() -> Iterator[types.ModuleType]:
+    """SGLang's ``cuda_graph_buffer_registry`` from its source, its one heavy import (``sglang.srt.utils``) stubbed."""
+    src = sglang_source()
+    saved = {k: v for k, v in sys.modules.items() if k == "sglang" or k.startswith("sglang.")}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        for name in ("sglang", "sglang.srt", "sglang.srt.model_executor"):
+            module = types.ModuleType(name)
+            module.__path__ = [str(src.joinpath(*name.split(".")))]
+            sys.modules[name] = module
+        sys.modules["sglang.srt.utils"] = types.SimpleNamespace(is_npu=lambda: False)
+        yield importlib.import_module("sglang.srt.model_executor.cuda_graph_buffer_registry")
+    finally:
+        for name in [k for k in sys.modules if k == "sglang" or k.startswith("sglang.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def batch_of_two() -> dict:
+    """Two real requests padded to a bucket of three: their rows, prefix lengths, the slot table and tree positions."""
+    req_to_token = torch.arange(1000, 1000 + 5 * 32, dtype=torch.int32).view(5, 32)
+    return {"req_pool_indices": torch.tensor([3, 1]), "seq_lens": torch.tensor([7, 12]), "req_to_token": req_to_token,
+            "positions": torch.tensor([7, 8, 8, 9, 12, 13, 14, 13])}
+
+
+@needs_source
+def test_target_buffers_hold_what_sglang_fill_gives_a_padded_batch() -> None:
+    b = batch_of_two()
+    slots = torch.cat([b["req_to_token"][r, s : s + N] for r, s in zip(b["req_pool_indices"], b["seq_lens"])])
+    with sglang_registry_module() as registry_module:
+        registry = registry_module.build_decode_registry(device=torch.device("cpu"), max_bs=4, max_num_token=4 * N,
+                                                         seq_len_fill_value=1, cache_loc_dtype=torch.int64)
+        for name in dv.INT64_SLOTS:
+            registry.get_slot(name).buffer.fill_(-7)  # a previous replay's leftovers
+        forward_batch = types.SimpleNamespace(
+            input_ids=torch.arange(2 * N), positions=b["positions"], out_cache_loc=slots,
+            req_pool_indices=b["req_pool_indices"], seq_lens=b["seq_lens"], seq_lens_cpu=None, mrope_positions=None)
+        registry.fill_from(forward_batch, raw_bs=2, padded_bs=3, raw_num_tokens=2 * N, padded_num_tokens=3 * N)
+        sglang = {name: registry.get_slot(name).buffer for name in dv.INT64_SLOTS}
+
+    real = torch.tensor([True, True, False])
+    target = {name: torch.full((3 * N,) if name in ("input_ids", "positions", "out_cache_loc") else (3,), -7)
+              for name in dv.INT64_SLOTS}  # fmt: skip
+    target["positions"][: 2 * N] = b["positions"]  # what the verify-inputs kernel wrote; row 2 is a padding tree's
+    target["positions"][2 * N :] = torch.arange(N)
+    target["input_ids"].copy_(torch.arange(3 * N))
+    seq_lens = torch.where(real, torch.tensor([7, 12, 99]), 0)
+    req_pool_indices = torch.where(real, torch.tensor([3, 1, 4]), 0)
+    lists = torch.arange(3 * 3 * N).view(3, 3, N)
+    own_nodes = torch.arange(3 * N).view(3, N) + 500
+    candidates, index, next_token, next_sibling = dv.pad_verify_rows(
+        target, lists, real, seq_lens, req_pool_indices, b["req_to_token"], 1, own_nodes)
+    for name in ("positions", "out_cache_loc"):
+        assert torch.equal(target[name], sglang[name][: 3 * N]), name
+    for name in ("seq_lens", "req_pool_indices"):
+        assert torch.equal(target[name], sglang[name][:3]), name
+    # GreedyAccept's inputs: the trees of real rows as built; the padding row a root-only tree over its own nodes.
+    assert torch.equal(candidates, torch.arange(3 * N).view(3, N))
+    assert torch.equal(index[:2], lists[0, :2]) and torch.equal(index[2], own_nodes[2])
+    for got, built in ((next_token, lists[1]), (next_sibling, lists[2])):
+        assert torch.equal(got[:2], built[:2]) and (got[2] == -1).all()
+
+
+class FullCudaGraphBackend:
+    """Stand-in for SGLang's full-graph backend (only its class name is read)."""
+
+
+def graph_runner(**overrides) -> types.SimpleNamespace:
+    slots = {name: types.SimpleNamespace(buffer=torch.zeros(1, dtype=torch.int64)) for name in dv.INT64_SLOTS}
+    registry = types.SimpleNamespace(slot_names=lambda: [*slots, "seq_lens_cpu", "mrope_positions"],
+                                     get_slot=slots.__getitem__)
+    fields = dict(backend=FullCudaGraphBackend(), ragged_verify_mode=False, enable_pdmux=False,
+                  enable_two_batch_overlap=False, pp_size=1, require_mlp_tp_gather=False, require_attn_tp_gather=False,
+                  is_encoder_decoder=False, buffer_registry=registry)
+    return types.SimpleNamespace(**{**fields, **overrides})
+
+
+def model_runner(lora: bool = False) -> types.SimpleNamespace:
+    return types.SimpleNamespace(server_args=types.SimpleNamespace(enable_lora=lora), canary_manager=None,
+                                 hisparse_coordinator=None)
+
+
+def test_plain_single_rank_graphs_replay_directly() -> None:
+    assert dv.direct_verify_refusal(model_runner(), graph_runner(), refill_skipped=True) is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(refill_skipped=False), "attention metadata"),
+    (dict(runner=None), "no verify CUDA graphs"),
+    (dict(backend=types.SimpleNamespace()), "graph backend SimpleNamespace"),
+    (dict(ragged_verify_mode=True), "ragged verify"),
+    (dict(pp_size=2), "pipeline parallelism"),
+    (dict(require_attn_tp_gather=True), "gathers"),
+    (dict(lora=True), "LoRA"),
+    (dict(extra_slot="num_token_non_padded"), "does not fill: ['num_token_non_padded']"),
+    (dict(int32_slot="seq_lens"), "not int64: ['seq_lens']"),
+])  # fmt: skip
+def test_replays_that_need_more_than_the_buffer_fill_are_refused(change: dict, reason: str) -> None:
+    runner = graph_runner(**{k: v for k, v in change.items() if k in ("backend", "ragged_verify_mode", "pp_size",
+                                                                    "require_attn_tp_gather")})
+    if "extra_slot" in change:
+        names = runner.buffer_registry.slot_names()
+        runner.buffer_registry.slot_names = lambda: [*names, change["extra_slot"]]
+    if "int32_slot" in change:
+        runner.buffer_registry.get_slot(change["int32_slot"]).buffer = torch.zeros(1, dtype=torch.int32)
+    refusal = dv.direct_verify_refusal(model_runner(lora=change.get("lora", False)),
+                                       None if change.get("runner", 1) is None else runner,
+                                       refill_skipped=change.get("refill_skipped", True))
+    assert refusal is not None and reason in refusal
+
+
+def test_switch_takes_zero_or_one(monkeypatch) -> None:
+    monkeypatch.delenv(dv.ENV, raising=False)
+    assert dv.direct_verify_enabled()
+    monkeypatch.setenv(dv.ENV, "0")
+    assert not dv.direct_verify_enabled()
+    monkeypatch.setenv(dv.ENV, "yes")
+    with pytest.raises(ValueError, match="JETSPEC_DIRECT_VERIFY must be 0 or 1"):
+        dv.direct_verify_enabled()
