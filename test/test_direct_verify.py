@@ -110,11 +110,11 @@ def model_runner(lora: bool = False) -> types.SimpleNamespace:
 
 
 def test_plain_single_rank_graphs_replay_directly() -> None:
-    assert dv.direct_verify_refusal(model_runner(), graph_runner(), refill_skipped=True) is None
+    assert dv.direct_verify_refusal(model_runner(), graph_runner(), metadata_unread=True) is None
 
 
 @pytest.mark.parametrize("change, reason", [
-    (dict(refill_skipped=False), "attention metadata"),
+    (dict(metadata_unread=False), "attention metadata"),
     (dict(runner=None), "no verify CUDA graphs"),
     (dict(backend=types.SimpleNamespace()), "graph backend SimpleNamespace"),
     (dict(ragged_verify_mode=True), "ragged verify"),
@@ -134,7 +134,7 @@ def test_replays_that_need_more_than_the_buffer_fill_are_refused(change: dict, r
         runner.buffer_registry.get_slot(change["int32_slot"]).buffer = torch.zeros(1, dtype=torch.int32)
     refusal = dv.direct_verify_refusal(model_runner(lora=change.get("lora", False)),
                                        None if change.get("runner", 1) is None else runner,
-                                       refill_skipped=change.get("refill_skipped", True))
+                                       metadata_unread=change.get("metadata_unread", True))
     assert refusal is not None and reason in refusal
 
 

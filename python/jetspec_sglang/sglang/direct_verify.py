@@ -51,15 +51,16 @@ def direct_verify_enabled() -> bool:
     return value == "1"
 
 
-def direct_verify_refusal(model_runner: Any, graph_runner: Any, refill_skipped: bool) -> Optional[str]:
+def direct_verify_refusal(model_runner: Any, graph_runner: Any, metadata_unread: bool) -> Optional[str]:
     """Why the target's verify graphs in ``graph_runner`` cannot be replayed directly, or None when they can.
 
-    ``refill_skipped``: the plan's replays skip the attention metadata refill (the tree kernel serves every
-    verify layer, see ``verify_metadata.skip_unread_refill``), so filling the input buffers is all a replay needs.
+    ``metadata_unread``: the tree kernel served every verify layer of the captured graphs, and their replays skip the
+    attention metadata refill (``verify_metadata.skip_unread_refill``), so filling the input buffers is all a
+    replay needs.
     """
     if graph_runner is None:
         return "no verify CUDA graphs"
-    if not refill_skipped:
+    if not metadata_unread:
         return "the verify graphs read SGLang's attention metadata (tree attention is off or deferred)"
     if type(graph_runner.backend).__name__ != "FullCudaGraphBackend":  # its subclasses may replay differently
         return f"graph backend {type(graph_runner.backend).__name__}"

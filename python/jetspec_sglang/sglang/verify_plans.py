@@ -46,6 +46,7 @@ class VerifyPlan:
     greedy_accept: Optional[GreedyAccept] = None
     direct_verify: Optional[DirectVerify] = None
     refill_skipped: bool = False  # graph replays skip SGLang's verify metadata (verify_metadata.skip_unread_refill)
+    tree_forward: Any = None  # the backend's TreeVerifyForwardExtend (tree attention only)
 
 
 class VerifyPlans:
@@ -118,7 +119,7 @@ class VerifyPlans:
         if self.tree_attention:
             rows = max(self.model_runner.req_to_token_pool.size, self.graph_max_bs)
             plan.tree_mask = TreeMaskBuffer(rows, plan.budget, self.device)
-            forward_extend = install_tree_verify_attention(backend, plan.tree_mask)
+            forward_extend = plan.tree_forward = install_tree_verify_attention(backend, plan.tree_mask)
             plan.refill_skipped = skip_unread_refill(backend, lambda: forward_extend.deferred_verify_layers)
             # The mask kernel compiles per mask width on first use; compile it now, writing row 0 with a
             # root-only tree (every other slot padding, which sees the root). Rows past a batch stay lone roots.

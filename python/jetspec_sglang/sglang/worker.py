@@ -222,7 +222,8 @@ class JetSpecWorker(BaseSpecWorker):
             refusal = "no graphed head top-K and greedy acceptance"
         if refusal is None and (plan.tree_builder_name != "fused" or self.verify_inputs_name != "fused"):
             refusal = "needs the fused tree builder and verify inputs"
-        refusal = refusal or direct_verify_refusal(self.model_runner, plan.graph_runner, plan.refill_skipped)
+        metadata_unread = plan.refill_skipped and plan.tree_forward.deferred_verify_layers == 0  # graphs captured
+        refusal = refusal or direct_verify_refusal(self.model_runner, plan.graph_runner, metadata_unread)
         if refusal is None:
             buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in plan.graph_batch_sizes]
             plan.direct_verify = DirectVerify(
