@@ -96,7 +96,8 @@ class FullCudaGraphBackend:
 
 def graph_runner(**overrides) -> types.SimpleNamespace:
     slots = {name: types.SimpleNamespace(buffer=torch.zeros(1, dtype=torch.int64)) for name in dv.INT64_SLOTS}
-    registry = types.SimpleNamespace(slot_names=lambda: [*slots, "seq_lens_cpu", "mrope_positions"],
+    registry = types.SimpleNamespace(slot_names=lambda: [*slots, *dv.GATHER_SLOTS, "seq_lens_cpu",
+                                                                "mrope_positions"],
                                      get_slot=slots.__getitem__)
     fields = dict(backend=FullCudaGraphBackend(), ragged_verify_mode=False, enable_pdmux=False,
                   enable_two_batch_overlap=False, pp_size=1, require_mlp_tp_gather=False, require_attn_tp_gather=False,

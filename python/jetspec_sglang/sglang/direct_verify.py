@@ -40,6 +40,7 @@ from .step_graphs import DraftTopK
 ENV = "JETSPEC_DIRECT_VERIFY"
 FILLED_SLOTS = frozenset({"input_ids", "positions", "out_cache_loc", "req_pool_indices", "seq_lens", "seq_lens_cpu",
                           "mrope_positions"})  # what fill_from copies for our batches (mrope: only when FB has it)
+GATHER_SLOTS = frozenset({"global_num_tokens_gpu", "global_num_tokens_for_logprob_gpu"})  # filled for DP gathers only
 INT64_SLOTS = ("input_ids", "positions", "out_cache_loc", "req_pool_indices", "seq_lens")
 
 
@@ -76,7 +77,7 @@ def direct_verify_refusal(model_runner: Any, graph_runner: Any, metadata_unread:
     if on:
         return "needs SGLang's replay for " + ", ".join(on)
     registry = graph_runner.buffer_registry
-    extra = sorted(set(registry.slot_names()) - FILLED_SLOTS)
+    extra = sorted(set(registry.slot_names()) - FILLED_SLOTS - GATHER_SLOTS)  # gathers are refused above
     if extra:
         return f"the graphs read buffers this path does not fill: {extra}"
     wrong = [name for name in INT64_SLOTS if registry.get_slot(name).buffer.dtype != torch.int64]
