@@ -86,6 +86,11 @@ def direct_verify_refusal(model_runner: Any, graph_runner: Any, metadata_unread:
     return None
 
 
+def captured_sizes(graph_runner: Any) -> set[int]:
+    """The batch sizes ``graph_runner``'s backend holds a plain graph of (no stream index, no variant)."""
+    return {key.size for key in graph_runner.backend._outputs if key.stream_idx is None and key.variant_label is None}
+
+
 class DirectVerify:
     """Greedy verify of one tree budget's graphed batch sizes (see the module docstring).
 

@@ -52,7 +52,7 @@ from ..kernels.draft_inputs import draft_inputs_fused, draft_inputs_torch
 from ..tree import DraftTree
 from .budget_plan import LOG_PREFIX as BUDGET_LOG_PREFIX
 from .budget_plan import verify_token_cap
-from .direct_verify import DirectVerify, direct_verify_enabled, direct_verify_refusal
+from .direct_verify import DirectVerify, captured_sizes, direct_verify_enabled, direct_verify_refusal
 from .draft_kv import DraftContextWriter
 from .greedy_accept import (
     GreedyAccept,
@@ -225,7 +225,8 @@ class JetSpecWorker(BaseSpecWorker):
         metadata_unread = plan.refill_skipped and plan.tree_forward.deferred_verify_layers == 0  # graphs captured
         refusal = refusal or direct_verify_refusal(self.model_runner, plan.graph_runner, metadata_unread)
         if refusal is None:
-            buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in plan.graph_batch_sizes]
+            graphed = set(plan.graph_batch_sizes) & captured_sizes(plan.graph_runner)
+            buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in graphed]
             plan.direct_verify = DirectVerify(
                 plan.build_tree, plan.tree_mask.write, plan.graph_runner, plan.greedy_accept, self.draft_topk,
                 self.model_runner.req_to_token_pool.req_to_token, buckets, self.device,
