@@ -227,6 +227,8 @@ class JetSpecWorker(BaseSpecWorker):
         if refusal is None:
             graphed = set(plan.graph_batch_sizes) & captured_sizes(plan.graph_runner)
             buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in graphed]
+            refusal = None if buckets else "no batch size with both a verify graph and graphed acceptance"
+        if refusal is None:
             plan.direct_verify = DirectVerify(
                 plan.build_tree, plan.tree_mask.write, plan.graph_runner, plan.greedy_accept, self.draft_topk,
                 self.model_runner.req_to_token_pool.req_to_token, buckets, self.device,
