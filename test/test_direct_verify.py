@@ -139,11 +139,12 @@ def test_replays_that_need_more_than_the_buffer_fill_are_refused(change: dict, r
     assert refusal is not None and reason in refusal
 
 
-def test_switch_takes_zero_or_one(monkeypatch) -> None:
+def test_switch_takes_zero_one_or_required(monkeypatch) -> None:
     monkeypatch.delenv(dv.ENV, raising=False)
-    assert dv.direct_verify_enabled()
-    monkeypatch.setenv(dv.ENV, "0")
-    assert not dv.direct_verify_enabled()
+    assert dv.direct_verify_mode() == "1"
+    for value in ("0", "required"):
+        monkeypatch.setenv(dv.ENV, value)
+        assert dv.direct_verify_mode() == value
     monkeypatch.setenv(dv.ENV, "yes")
-    with pytest.raises(ValueError, match="JETSPEC_DIRECT_VERIFY must be 0 or 1"):
-        dv.direct_verify_enabled()
+    with pytest.raises(ValueError, match="JETSPEC_DIRECT_VERIFY must be one of"):
+        dv.direct_verify_mode()

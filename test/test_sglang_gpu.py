@@ -101,8 +101,10 @@ def jetspec_runs(tiny_models, overlap: bool = False, **env: str) -> tuple[list[d
 def tiny_runs(tiny_models, tiny_plain):
     """The budget follows the batch (``JETSPEC_VERIFY_TOKENS=128``, the Qwen3-8B shape's default): 48 nodes at
     bs 1-2 and 24 at bs 3-8, graphed up to bs 4 and eager above, so these runs switch verify plans as
-    requests finish. (This model's own default cap, 8192 tokens, would never switch.)"""
-    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128"))
+    requests finish. (This model's own default cap, 8192 tokens, would never switch.) Greedy batches of graphed
+    sizes take the direct verify path, which the engine must manage to use (``JETSPEC_DIRECT_VERIFY=required``)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required"))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,8 @@ def tiny_fixed_budget_runs(tiny_models, tiny_plain):
 @pytest.fixture(scope="module")
 def tiny_overlap_runs(tiny_models, tiny_plain):
     """The same with overlap scheduling (``JETSPEC_OVERLAP=1``), switching budgets as ``tiny_runs`` does."""
-    return (tiny_plain, *jetspec_runs(tiny_models, overlap=True, JETSPEC_VERIFY_TOKENS="128"))
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=True, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required"))
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +269,8 @@ def test_tiny_overlap_steps_never_sync_the_host(tiny_models, tmp_path) -> None:
             "--mem-fraction-static", MEM_FRACTION, "--max-running-requests", "8", "--cuda-graph-max-bs-decode", "4",
             "--skip-tokenizer-init", "--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
             *(f"--{k.replace('_', '-')}={v}" for k, v in TREE.items())]
-    env = {"JETSPEC_OVERLAP": "1", "JETSPEC_SYNC_CHECK": "8", "JETSPEC_VERIFY_TOKENS": "128"}  # budgets switch too
+    env = {"JETSPEC_OVERLAP": "1", "JETSPEC_SYNC_CHECK": "8", "JETSPEC_VERIFY_TOKENS": "128",  # budgets switch too
+           "JETSPEC_DIRECT_VERIFY": "required"}
     with SGLangServer(target, 30110, args, log_path=str(log), env=env) as server:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda ids: generate(server, ids, greedy(96)), tiny_prompts(4, seed=3)))

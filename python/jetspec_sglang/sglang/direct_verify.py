@@ -21,7 +21,8 @@ the launch of the target's graph (``benchmark/results/step_breakdown_h100/``).
 
 It applies only where SGLang's replay would do nothing but fill those buffers (``direct_verify_refusal``): one
 rank, the full-graph backend, the tree kernel on every verify layer (so the attention metadata refill is
-skipped), none of SGLang's optional replay-time features. ``JETSPEC_DIRECT_VERIFY=0`` keeps the SGLang path.
+skipped), none of SGLang's optional replay-time features. ``JETSPEC_DIRECT_VERIFY=0`` keeps the SGLang path;
+``required`` fails the server's start where no budget can take this one.
 """
 
 from __future__ import annotations
@@ -44,12 +45,17 @@ GATHER_SLOTS = frozenset({"global_num_tokens_gpu", "global_num_tokens_for_logpro
 INT64_SLOTS = ("input_ids", "positions", "out_cache_loc", "req_pool_indices", "seq_lens")
 
 
-def direct_verify_enabled() -> bool:
-    """``$JETSPEC_DIRECT_VERIFY``: ``1`` (the default) or ``0`` (SGLang's verify path for every batch)."""
+MODES = ("0", "1", "required")
+
+
+def direct_verify_mode() -> str:
+    """``$JETSPEC_DIRECT_VERIFY``: ``1`` (the default: wherever SGLang's replay allows it), ``0`` (SGLang's verify
+    path for every batch), or ``required`` (as ``1``, and the server refuses to start if no budget can take it:
+    for deployments and tests that must run the fast path)."""
     value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
-    return value == "1"
+    if value not in MODES:
+        raise ValueError(f"{ENV} must be one of {MODES}, got {value!r}")
+    return value
 
 
 def direct_verify_refusal(model_runner: Any, graph_runner: Any, metadata_unread: bool) -> Optional[str]:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from .budget_plan import verify_token_cap
-from .direct_verify import direct_verify_enabled
+from .direct_verify import direct_verify_mode
 from .greedy_accept import greedy_accept_enabled
 from .tree_builder import check_kernel_switches
 from .tree_verify_attention import select_verify_attention
@@ -127,7 +127,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     graph_metadata_enabled()  # and a bad JETSPEC_GRAPH_METADATA
     check_kernel_switches()  # JETSPEC_TREE_BUILDER, JETSPEC_VERIFY_INPUTS, JETSPEC_DRAFT_INPUTS
     greedy_accept_enabled()  # JETSPEC_GREEDY_ACCEPT
-    direct_verify_enabled()  # JETSPEC_DIRECT_VERIFY
+    direct_verify_mode()  # JETSPEC_DIRECT_VERIFY
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget

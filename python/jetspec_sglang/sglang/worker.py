@@ -52,7 +52,7 @@ from ..kernels.draft_inputs import draft_inputs_fused, draft_inputs_torch
 from ..tree import DraftTree
 from .budget_plan import LOG_PREFIX as BUDGET_LOG_PREFIX
 from .budget_plan import verify_token_cap
-from .direct_verify import DirectVerify, captured_sizes, direct_verify_enabled, direct_verify_refusal
+from .direct_verify import DirectVerify, captured_sizes, direct_verify_mode, direct_verify_refusal
 from .draft_kv import DraftContextWriter
 from .greedy_accept import (
     GreedyAccept,
@@ -199,9 +199,12 @@ class JetSpecWorker(BaseSpecWorker):
         layout = self.plans.build(list(decode_graphs.bs) if capture else [], max_requests, cap)
         logger.info("%s%s (JETSPEC_VERIFY_TOKENS=%d)", BUDGET_LOG_PREFIX, layout, cap)
         if capture and self.tp_group is None and greedy_accept_supported(self.model_runner) and greedy_accept_enabled():
+            refusals = []
             for plan in self.plans:
                 self.capture_greedy_accept(plan)
-                self.capture_direct_verify(plan)
+                refusals.append(self.capture_direct_verify(plan))
+            if direct_verify_mode() == "required" and None not in refusals:
+                raise RuntimeError(f"JETSPEC_DIRECT_VERIFY=required, but no verify budget can take it: {refusals}")
 
     def capture_greedy_accept(self, plan: VerifyPlan) -> None:
         features, dtype = self.draft_model.fc.in_features, self.model_runner.model_config.dtype
@@ -215,9 +218,10 @@ class JetSpecWorker(BaseSpecWorker):
         logger.info("JETSPEC graphed greedy acceptance at budget %d for batch sizes %s (others use SGLang's "
                     "verify path)", plan.budget, buckets)
 
-    def capture_direct_verify(self, plan: VerifyPlan) -> None:
-        """``DirectVerify`` for ``plan``'s greedy batch sizes, where SGLang's replay allows it (logged either way)."""
-        refusal = "JETSPEC_DIRECT_VERIFY=0" if not direct_verify_enabled() else None
+    def capture_direct_verify(self, plan: VerifyPlan) -> Optional[str]:
+        """``DirectVerify`` for ``plan``'s greedy batch sizes where SGLang's replay allows it; returns why not
+        (logged either way)."""
+        refusal = "JETSPEC_DIRECT_VERIFY=0" if direct_verify_mode() == "0" else None
         if refusal is None and (plan.greedy_accept is None or self.draft_topk is None):
             refusal = "no graphed head top-K and greedy acceptance"
         if refusal is None and (plan.tree_builder_name != "fused" or self.verify_inputs_name != "fused"):
@@ -236,6 +240,7 @@ class JetSpecWorker(BaseSpecWorker):
             plan.direct_verify.capture()
         logger.info("JETSPEC direct greedy verify at budget %d: %s", plan.budget,
                     f"batch sizes {plan.direct_verify.buckets}" if refusal is None else f"off ({refusal})")
+        return refusal
 
     def clear_cache_pool(self) -> None:
         # Slots and radix cache belong to the target's allocator, which the scheduler flushes.
