@@ -15,7 +15,16 @@ draft proposals. Both outputs are checked against ``tree_attention_reference`` (
 anything is timed, to at most twice the error of the same computation in bfloat16 by PyTorch.
 
 Times are GPU time per call from CUDA events around each call, median of ``--iters`` calls after
-``--warmup``, with L2 flushed (a 512 MiB write) before each call so the KV comes from HBM. Bytes are
+``--warmup``, with L2 flushed (a 512 MiB write) before each call so the KV comes from HBM; ``--hot``
+skips the flush, as inside a verify step on a small target, whose prefix sits in L2.
+
+Serving passes the server's context length as ``max_prefix_len`` (it sizes the split grid of the captured
+graphs); ``--grid-context`` does the same here (default: each case's own context). ``--min-split-keys``
+sweeps the kernel's ``min_split_keys`` (one row per value; FlashInfer is timed in the first only).
+For SmolLM2's shape at short contexts, for example:
+
+    python benchmark/kernels/tree_attention_bench.py --q-heads 9 --kv-heads 3 --head-dim 64 --bs 1 4 \
+        --budgets 64 128 --contexts 128 512 --grid-context 8192 --min-split-keys 512 128 64 --hot --out OUT Bytes are
 KV read (prefix + tree, K and V) + Q read + O written; FlashInfer also reads its packed mask. The
 HBM fraction is against a device-to-device copy measured here.
 
@@ -37,6 +46,7 @@ from jetspec_sglang.kernels import (
     tree_attention_reference,
     tree_mask_from_parents,
 )
+from jetspec_sglang.kernels.tree_attention import MIN_SPLIT_KEYS
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.tree import build_tree
 from jetspec_sglang.tree_layout import ancestor_mask, verify_mask
@@ -45,13 +55,15 @@ FLUSH_BYTES = 512 << 20
 WORKSPACE_BYTES = 512 << 20  # SGLANG_FLASHINFER_WORKSPACE_SIZE for Qwen2/Qwen3 targets
 
 
-def time_us(fn: Callable[[], object], iters: int, warmup: int, flush: torch.Tensor) -> float:
-    """Median GPU microseconds of one call, L2 flushed before each (the flush is outside the events)."""
+def time_us(fn: Callable[[], object], iters: int, warmup: int, flush: torch.Tensor | None) -> float:
+    """Median GPU microseconds of one call, L2 flushed before each unless ``flush`` is None (the flush is
+    outside the events)."""
     for _ in range(warmup):
         fn()
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
     for start, end in events:
-        flush.zero_()
+        if flush is not None:
+            flush.zero_()
         start.record()
         fn()
         end.record()
@@ -136,22 +148,24 @@ def plan_us(plan: Callable[[], None], repeats: int = 5) -> float:
     return 1e6 * statistics.median(times)
 
 
-def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: torch.Tensor,
-               workspace: torch.Tensor | None, hbm: float) -> dict:  # fmt: skip
+def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: torch.Tensor | None,
+               workspace: torch.Tensor | None, hbm: float, min_split_keys: int) -> dict:  # fmt: skip
     case = make_case(bs, n, context, args)
     inputs = [case[k] for k in ("q", "k_buffer", "v_buffer", "req_to_token", "req_pool_indices", "prefix_lens",
                                 "tree_mask")]  # fmt: skip
     sm_scale = args.head_dim**-0.5
     kv_bytes = 2 * bs * (context + n) * args.kv_heads * args.head_dim * 2
     nbytes = kv_bytes + 2 * case["q"].numel() * 2
-    row = {"bs": bs, "N": n, "context": context, "bytes": nbytes,
+    row = {"bs": bs, "N": n, "context": context, "min_split_keys": min_split_keys, "bytes": nbytes,
            "flops": 4 * bs * n * (context + n) * args.q_heads * args.head_dim}  # fmt: skip
 
     want = tree_attention_reference(*inputs, sm_scale)
     baseline_err = (tree_attention_reference(*inputs, sm_scale, dtype=torch.bfloat16).double() - want).abs().max()
     row["bf16_torch_err"] = baseline_err.item()
     ours_out = torch.empty_like(case["q"])
-    paths = {"ours": (lambda: tree_attention(*inputs, sm_scale, context, out=ours_out), ours_out)}
+    grid = args.grid_context or context
+    paths = {"ours": (lambda: tree_attention(*inputs, sm_scale, grid, out=ours_out, min_split_keys=min_split_keys),
+                      ours_out)}  # fmt: skip
     if workspace is not None:
         try:  # any FlashInfer failure (JIT build, plan, run) is recorded; ours is still timed
             plan, run, fi_out = flashinfer_verify(case, sm_scale, workspace)
@@ -178,7 +192,8 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
 
 # (header, row key, format): a missing key (a path not timed) prints "-"
 COLUMNS = (
-    ("bs", "bs", "{}"), ("N", "N", "{}"), ("context", "context", "{}"), ("ours us", "ours_us", "{}"),
+    ("bs", "bs", "{}"), ("N", "N", "{}"), ("context", "context", "{}"), ("split keys", "min_split_keys", "{}"),
+    ("ours us", "ours_us", "{}"),
     ("FI us", "flashinfer_us", "{}"), ("FI plan us", "flashinfer_plan_us", "{}"),
     ("FI / ours", "flashinfer_over_ours", "{:.2f}x"), ("bytes moved", "bytes", "{:.3g}"),
     ("ours HBM frac", "ours_hbm_fraction", "{}"), ("FI HBM frac", "flashinfer_hbm_fraction", "{}"),
@@ -220,6 +235,11 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--hot", action="store_true", help="do not flush L2 before each call")
+    parser.add_argument("--grid-context", type=int, default=0,
+                        help="max_prefix_len passed to the kernel, as serving passes its context length (0: the case's)")
+    parser.add_argument("--min-split-keys", type=int, nargs="+", default=[MIN_SPLIT_KEYS],
+                        help="the kernel's min_split_keys values to time (one row each)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
 
@@ -230,11 +250,13 @@ def main() -> None:
         "shape": f"Hq={args.q_heads}, Hkv={args.kv_heads}, head_dim={args.head_dim}, bf16, page_size 1",
         "flashinfer": fi_note,
         "measured HBM GB/s (D2D copy, read + write)": round(hbm, 1),
-        "timing": f"CUDA events per call, median of {args.iters} after {args.warmup} warm-up, L2 flushed before each",
+        "timing": f"CUDA events per call, median of {args.iters} after {args.warmup} warm-up, "
+                  + ("L2 not flushed (--hot)" if args.hot else "L2 flushed before each"),
+        "grid": f"max_prefix_len {args.grid_context}" if args.grid_context else "max_prefix_len = each case's context",
         "bytes": "KV read (prefix + tree, K and V) + Q read + O written",
         "flops": "4 * bs * N * (context + N) * Hq * head_dim: every key, masked tree keys included",
     }
-    flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    flush = None if args.hot else torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") if fi_note == "timed" else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,12 +264,14 @@ def main() -> None:
     for context in args.contexts:
         for bs in args.bs:
             for n in args.budgets:
-                rows.append(run_config(bs, n, context, args, flush, workspace, hbm))
-                print(json.dumps(rows[-1]), flush=True)
-                # Written after every row, so a run cut short keeps what it measured.
-                out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-                out.with_suffix(".md").write_text(markdown(meta, rows))
-                torch.cuda.empty_cache()
+                for i, min_split_keys in enumerate(args.min_split_keys):
+                    rows.append(run_config(bs, n, context, args, flush, workspace if i == 0 else None, hbm,
+                                           min_split_keys))  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
+                    # Written after every row, so a run cut short keeps what it measured.
+                    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                    out.with_suffix(".md").write_text(markdown(meta, rows))
+                    torch.cuda.empty_cache()
     print(markdown(meta, rows))
 
 
