@@ -39,13 +39,11 @@ from .greedy_accept import GreedyAccept
 from .step_graphs import DraftTopK
 
 ENV = "JETSPEC_DIRECT_VERIFY"
+MODES = ("0", "1", "required")
 FILLED_SLOTS = frozenset({"input_ids", "positions", "out_cache_loc", "req_pool_indices", "seq_lens", "seq_lens_cpu",
                           "mrope_positions"})  # what fill_from copies for our batches (mrope: only when FB has it)
 GATHER_SLOTS = frozenset({"global_num_tokens_gpu", "global_num_tokens_for_logprob_gpu"})  # filled for DP gathers only
 INT64_SLOTS = ("input_ids", "positions", "out_cache_loc", "req_pool_indices", "seq_lens")
-
-
-MODES = ("0", "1", "required")
 
 
 def direct_verify_mode() -> str:
@@ -110,9 +108,9 @@ class DirectVerify:
         buckets: the batch sizes to capture (those ``accept`` and ``graph_runner`` both have).
     """
 
-    def __init__(self, build_tree: Callable[..., Any], write_tree_mask: Callable[[Tensor, int], None], graph_runner: Any,
-                 accept: GreedyAccept, draft_topk: DraftTopK, req_to_token: Tensor, buckets: list[int],
-                 device: torch.device | str) -> None:
+    def __init__(self, build_tree: Callable[..., Any], write_tree_mask: Callable[[Tensor, int], None],
+                 graph_runner: Any, accept: GreedyAccept, draft_topk: DraftTopK, req_to_token: Tensor,
+                 buckets: list[int], device: torch.device | str) -> None:
         self.build_tree, self.write_tree_mask, self.accept = build_tree, write_tree_mask, accept
         self.graph_runner, self.draft_topk, self.req_to_token = graph_runner, draft_topk, req_to_token
         self.buckets = sorted(buckets)

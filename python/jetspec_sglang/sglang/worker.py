@@ -261,8 +261,10 @@ class JetSpecWorker(BaseSpecWorker):
                ) -> GenerationBatchResult:
         """One speculative step: draft, build the tree, verify it, commit the accepted tokens."""
         draft_input = batch.spec_info
-        # Under overlap scheduling seq_lens comes from the schedule stream (FutureMap); keep it alive here.
-        batch.seq_lens.record_stream(torch.cuda.current_stream())
+        # Under overlap scheduling these come from the schedule stream (FutureMap, batch preparation); keep them
+        # alive until this step's kernels have read them (SGLang's verify path records them again, the direct one not).
+        stream = torch.cuda.current_stream()
+        record_stream_each((batch.seq_lens, batch.req_pool_indices, draft_input.bonus_tokens), stream)
         self.profiler.mark()
         bs = draft_input.bonus_tokens.shape[0]
         plan = self.plans.for_batch(bs)
@@ -275,7 +277,8 @@ class JetSpecWorker(BaseSpecWorker):
             self.profiler.mark()
             result, committed = self.verify_direct(direct, bs, plan.budget), True
         else:
-            tree, lineage = plan.build_tree(draft.topk_ids, draft.topk_logprobs, draft_input.bonus_tokens.to(torch.int64))
+            roots = draft_input.bonus_tokens.to(torch.int64)
+            tree, lineage = plan.build_tree(draft.topk_ids, draft.topk_logprobs, roots)
             self.profiler.mark()
             result, committed = self.verify(batch, draft_input, plan, tree, lineage, grammar_barrier, draft.slots,
                                             draft.positions)
