@@ -6,7 +6,12 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
 
 - step ms: wall time over decode steps (verify steps for speculative configurations), one short
   prefill per request included for every configuration alike;
-- step / plain: that over plain SGLang's step at the same bs (the issue-5 metric);
+- step / plain: that over plain SGLang's step at the same bs;
+- log step ms: the steady-state step from SGLang's own ``Decode batch`` log lines (every 40 decode steps:
+  ``1000 * bs * accept len / gen throughput``), the median over the intervals run entirely at that bs, the first
+  one left out (it spans the batch's start): no prefill, no request start-up, the same measure for plain and
+  speculative configurations. With few tokens per request the wall-clock step above moves more between runs
+  than this one; log step / plain is the issue-5 metric;
 - tau: tokens per step;
 - the tree budget the server verified that batch size with (budget by batch size, ``sglang/budget_plan.py``);
 - for JETSPEC, the GPU-timeline time of each phase (draft, tree, verify, commit) and the gap
@@ -51,6 +56,8 @@ from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
 
 PROFILE_EVERY = 16
 _PHASE_RE = re.compile(r"(\w+) ([0-9.]+) ms")
+_DECODE_LOG_RE = re.compile(r"Decode batch, #running-req: (\d+),.*?(?:accept len: ([0-9.]+),.*?)?"
+                            r"gen throughput \(token/s\): ([0-9.]+)")
 _SIZES_RE = re.compile(r"\(bs \[([0-9, ]+)\]\)")
 
 
@@ -73,6 +80,15 @@ def phase_medians(log_text: str, batch_size: int, prefix: str = LOG_PREFIX) -> d
             rows.append({k: float(v) for k, v in _PHASE_RE.findall(fields)})
     names = dict.fromkeys(k for r in rows for k in r)  # a lap may be missing from a window (another path ran)
     return {k: round(statistics.median(r[k] for r in rows if k in r), 3) for k in names}
+
+
+def decode_log_step_ms(log_text: str, batch_size: int) -> float | None:
+    """Steady-state step ms at ``batch_size`` from SGLang's ``Decode batch`` lines in ``log_text`` (see the module
+    docstring); None when fewer than two intervals ran at that size."""
+    steps = [1000.0 * batch_size * float(accept or 1.0) / float(throughput)
+             for running, accept, throughput in _DECODE_LOG_RE.findall(log_text)
+             if int(running) == batch_size and float(throughput) > 0]  # fmt: skip
+    return round(statistics.median(steps[1:]), 3) if len(steps) > 1 else None
 
 
 def decode_batch(server: SGLangServer, prompts: list[list[int]], new_tokens: int) -> tuple[float, int, int]:
@@ -124,6 +140,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
                 text = f.read()
             rows.append({"config": name, "bs": bs, "seconds": round(seconds, 3), "tokens": tokens, "steps": steps,
                          "step_ms": round(1000 * seconds / steps, 3), "tau": round(tokens / bs / steps, 3),
+                         "log_step_ms": decode_log_step_ms(text, bs),
                          "phases_ms": phase_medians(text, bs), "host_ms": phase_medians(text, bs, HOST_LOG_PREFIX),
                          "budget": budget_in_log(startup_log, bs)})
             traces = [line.split(TRACE_PREFIX, 1)[1] for line in text.splitlines() if f"{TRACE_PREFIX} per step" in line]
@@ -140,15 +157,20 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
-    plain = {r["bs"]: r["step_ms"] for r in rows if r["config"] == "plain"}
+    plain = {r["bs"]: r for r in rows if r["config"] == "plain"}
     cols = [*PHASES, "gap"]
     lines = [f"# Step breakdown, {meta['model']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
-             "| config | bs | step ms | step / plain | tau | " + " | ".join(f"{c} ms" for c in cols) + " | budget |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
+             "| config | bs | step ms | step / plain | log step ms | log step / plain | tau | "
+             + " | ".join(f"{c} ms" for c in cols) + " | budget |",
+             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
     for r in rows:
-        ratio = f"{r['step_ms'] / plain[r['bs']]:.2f}" if r["bs"] in plain else "-"
+        base = plain.get(r["bs"], {})
+        ratio = f"{r['step_ms'] / base['step_ms']:.2f}" if base else "-"
+        log_step, log_base = r.get("log_step_ms"), base.get("log_step_ms")
+        log_ratio = f"{log_step / log_base:.2f}" if log_step and log_base else "-"
         cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-")]
-        lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {r['tau']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {log_step or '-'} | {log_ratio} | "
+                     f"{r['tau']} | " + " | ".join(cells) + " |")
     hosted = [r for r in rows if r.get("host_ms")]
     if hosted:
         lines += ["", "Host time per step (ms; the worker's Python issuing each phase, and its named laps):", "",
@@ -181,8 +203,10 @@ def reparse(out: Path) -> None:
             text = log.read_text(encoding="utf-8", errors="replace")
             row["phases_ms"] = phase_medians(text, row["bs"])
             row["host_ms"] = phase_medians(text, row["bs"], HOST_LOG_PREFIX)
+            row["log_step_ms"] = decode_log_step_ms(text, row["bs"])
             row["budget"] = budget_in_log(text, row["bs"])
-    run["meta"]["reparsed"] = "phase columns recomputed from the server logs by step_breakdown.py --reparse"
+    run["meta"]["reparsed"] = ("phase, host-time and log-step columns recomputed from each configuration's whole server log "
+                              "by step_breakdown.py --reparse")
     write_tables(out, run["meta"], run["rows"])
     print(markdown(run["meta"], [r for r in run["rows"] if "error" not in r]))
 

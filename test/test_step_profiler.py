@@ -166,3 +166,19 @@ def test_markdown_lists_host_traces() -> None:
     text = load_benchmark("step_breakdown").markdown({"model": "m"}, rows)
     assert "- jetspec:64, bs 1: per step over 16 steps (bs [1]): draft 0.9 ms host, 12 launches" in text
     assert "  - GPU per step over 16 steps: draft graph 179 us (54 kernels) (`trace_kernels.py`" in text
+
+
+def test_log_step_is_the_steady_state_of_sglang_decode_lines() -> None:
+    """``1000 * bs * accept len / gen throughput`` over the intervals at that bs, the first (the batch's start) left
+    out; plain lines carry no accept length."""
+    benchmark = load_benchmark("step_breakdown")
+    spec = "\n".join(f"[t] Decode batch, #running-req: {bs}, #token: 9, token usage: 0.00, accept len: {acc}, "
+                     f"accept rate: 0.50, cuda graph: True, gen throughput (token/s): {tps}, #queue-req: 0"
+                     for bs, acc, tps in [(1, 1.0, 7.0), (1, 2.0, 1000.0), (1, 2.0, 800.0), (1, 2.0, 1000.0),
+                                          (4, 2.0, 90.0), (4, 2.0, 4000.0), (4, 2.0, 4000.0)])  # fmt: skip
+    assert benchmark.decode_log_step_ms(spec, 1) == 2.0  # median of 2.0, 2.5, 2.0
+    assert benchmark.decode_log_step_ms(spec, 4) == 2.0
+    assert benchmark.decode_log_step_ms(spec, 2) is None
+    plain = "\n".join(f"[t] Decode batch, #running-req: 2, #token: 9, token usage: 0.00, cuda graph: True, "
+                      f"gen throughput (token/s): {tps}, #queue-req: 0" for tps in (5.0, 1600.0, 2000.0, 1600.0))
+    assert benchmark.decode_log_step_ms(plain, 2) == 1.25
