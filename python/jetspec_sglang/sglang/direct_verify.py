@@ -28,7 +28,7 @@ skipped), none of SGLang's optional replay-time features. ``JETSPEC_DIRECT_VERIF
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ from torch import Tensor
 from ..kernels.verify_inputs import build_verify_inputs_fused
 from ..tree_layout import TreeMaskMode, VerifyInputs
 from .greedy_accept import GreedyAccept
-from .step_graphs import DraftTopK
+from .step_graphs import DraftTopK, capture_graph
 
 ENV = "JETSPEC_DIRECT_VERIFY"
 MODES = ("0", "1", "required")
@@ -95,6 +95,17 @@ def captured_sizes(graph_runner: Any) -> set[int]:
     return {key.size for key in graph_runner.backend._outputs if key.stream_idx is None and key.variant_label is None}
 
 
+class BucketGraphs(NamedTuple):
+    """One bucket's graphs: ours, and the target's (replayed by its key, read through its outputs). ``prepared``
+    (what ``prepare`` writes and ``accept`` reads) stays referenced, so the pool never lends it to another graph."""
+
+    prepare: torch.cuda.CUDAGraph
+    accept: torch.cuda.CUDAGraph
+    target_outputs: Any
+    target_key: Any
+    prepared: tuple[list[Tensor], Tensor]
+
+
 class DirectVerify:
     """Greedy verify of one tree budget's graphed batch sizes (see the module docstring).
 
@@ -129,7 +140,8 @@ class DirectVerify:
         self.num_real = torch.zeros((), **i64)
         self.batch_sizes = torch.arange(max_bs + 1, **i64)  # device scalars to copy num_real from
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph, Any]] = {}
+        self.graphs: dict[int, BucketGraphs] = {}
+        self._inputs: dict[int, list[Tensor]] = {}  # bs -> the static rows a step of bs requests copies into
 
     def fits(self, bs: int) -> bool:
         return self.bucket_for(bs) is not None
@@ -143,40 +155,39 @@ class DirectVerify:
 
         self.num_real.zero_()  # every row padding while capturing: nothing is accepted, moved or committed
         for bucket in reversed(self.buckets):
-            outputs = self.graph_runner.backend._outputs[ShapeKey(size=bucket)]
-            prepare, accept_inputs = _capture(lambda: self.prepare(bucket), self.pool)
+            key = ShapeKey(size=bucket)
+            outputs = self.graph_runner.backend._outputs[key]
+            prepare, prepared = capture_graph(lambda: self.prepare(bucket), self.pool)
             prepare.replay()  # the accept warm-up reads what prepare writes: padding rows' root-only trees
-            accept, _ = _capture(lambda: self.accept_step(bucket, outputs, accept_inputs), self.pool)
-            self.graphs[bucket] = (prepare, accept, outputs)
+            accept, _ = capture_graph(lambda: self.accept_step(bucket, outputs, *prepared), self.pool)
+            self.graphs[bucket] = BucketGraphs(prepare, accept, outputs, key, prepared)
 
     def load_and_prepare(self, seq_lens: Tensor, req_pool_indices: Tensor, bonus: Tensor, block_slots: Tensor,
                          block_positions: Tensor) -> None:
-        """This step's inputs into the static buffers (one grouped copy), then the ``prepare`` replay."""
+        """This step's inputs into the static buffers (one grouped copy, SGLang's), then the ``prepare`` replay."""
         from sglang.srt.model_executor.cuda_graph_buffer_registry import _grouped_foreach_copy_
 
         bs = seq_lens.shape[0]
-        _grouped_foreach_copy_(
-            [self.seq_lens[:bs], self.req_pool_indices[:bs], self.bonus[:bs], self.block_slots[:bs],
-             self.block_positions[:bs], self.num_real],
-            [seq_lens, req_pool_indices, bonus, block_slots, block_positions, self.batch_sizes[bs]],
-        )  # fmt: skip
-        self.graphs[self.bucket_for(bs)][0].replay()
+        rows = self._inputs.get(bs)
+        if rows is None:
+            rows = self._inputs[bs] = [self.seq_lens[:bs], self.req_pool_indices[:bs], self.bonus[:bs],
+                                       self.block_slots[:bs], self.block_positions[:bs], self.num_real]
+        _grouped_foreach_copy_(rows, [seq_lens, req_pool_indices, bonus, block_slots, block_positions,
+                                      self.batch_sizes[bs]])  # fmt: skip
+        self.graphs[self.bucket_for(bs)].prepare.replay()
 
     def verify(self, bs: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The target's verify graph and ``accept`` for the ``bs`` requests ``load_and_prepare`` loaded. Returns the
         target's logits ``[bs * N, V]`` (a view of the graph's output, as SGLang's runner returns it) and
         ``GreedyAccept.results``."""
-        from sglang.srt.model_executor.runner.shape_key import ShapeKey
+        graphs = self.graphs[self.bucket_for(bs)]
+        self.graph_runner.backend.replay(graphs.target_key, None)
+        graphs.accept.replay()
+        return (graphs.target_outputs.next_token_logits[: bs * self.budget], *self.accept.results(bs))
 
-        bucket = self.bucket_for(bs)
-        _, accept, outputs = self.graphs[bucket]
-        self.graph_runner.backend.replay(ShapeKey(size=bucket), None)
-        accept.replay()
-        return (outputs.next_token_logits[: bs * self.budget], *self.accept.results(bs))
-
-    def prepare(self, bucket: int) -> list[Tensor]:
+    def prepare(self, bucket: int) -> tuple[list[Tensor], Tensor]:
         """The trees and every verify input of ``bucket`` rows (graph body); returns ``GreedyAccept``'s
-        per-tree inputs: candidates and the three retrieve lists, ``[bucket, N]`` each."""
+        per-tree inputs (candidates and the three retrieve lists, ``[bucket, N]`` each) and which rows are real."""
         n, rows = self.budget, torch.arange(bucket, device=self.seq_lens.device)
         real = rows < self.num_real
         tree, _ = self.build_tree(self.draft_topk.ids[:bucket], self.draft_topk.logprobs[:bucket], self.bonus[:bucket])
@@ -188,32 +199,20 @@ class DirectVerify:
         seq_lens = torch.where(real, self.seq_lens[:bucket], 0)
         build_verify_inputs_fused(tree, seq_lens, TreeMaskMode.QLEN_ONLY,
                                   VerifyInputs(mask, target["positions"], *lists, target["input_ids"]))
-        return pad_verify_rows(target, lists, real, seq_lens, torch.where(real, self.req_pool_indices[:bucket], 0),
-                               self.req_to_token, self.seq_len_fill, self.accept.own_nodes[:bucket])
+        accept_inputs = pad_verify_rows(target, lists, real, seq_lens,
+                                        torch.where(real, self.req_pool_indices[:bucket], 0), self.req_to_token,
+                                        self.seq_len_fill, self.accept.own_nodes[:bucket])  # fmt: skip
+        return accept_inputs, real
 
-    def accept_step(self, bucket: int, outputs: Any, accept_inputs: list[Tensor]) -> None:
+    def accept_step(self, bucket: int, outputs: Any, accept_inputs: list[Tensor], real: Tensor) -> None:
         """Greedy acceptance of ``bucket`` rows from the target graph's outputs (graph body)."""
         n = self.budget
         predict = self.accept.inputs[0][:bucket]
         torch.argmax(outputs.next_token_logits[: bucket * n], dim=-1, out=predict.view(-1))
-        real = torch.arange(bucket, device=predict.device) < self.num_real
         self.accept.accept(predict, outputs.hidden_states[: bucket * n].view(bucket, n, -1), *accept_inputs,
                            self.seq_lens[:bucket], self.req_pool_indices[:bucket],
                            self.target["out_cache_loc"][: bucket * n].view(bucket, n), self.block_positions[:bucket],
                            self.block_slots[:bucket], real)  # fmt: skip
-
-
-def _capture(body: Callable[[], Any], pool: Any) -> tuple[torch.cuda.CUDAGraph, Any]:
-    """A CUDA graph of ``body`` (after one eager warm-up on a side stream) and what the captured call returned."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # lazy initialisations stay out of the graph
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
-        result = body()
-    return graph, result
 
 
 def pad_verify_rows(target: dict[str, Tensor], lists: Tensor, real: Tensor, seq_lens: Tensor, req_pool_indices: Tensor,

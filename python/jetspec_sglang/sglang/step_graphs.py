@@ -85,14 +85,7 @@ class BucketedGraphs:
         for bucket in reversed(self.buckets):
             static = self.static_inputs(bucket)
             self.pad_rows(static, 0)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up: lazy initialisations stay out of the graph
-                self.fn(*static)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                self.fn(*static)
+            graph, _ = capture_graph(lambda: self.fn(*static), self.pool)
             self.graphs[bucket] = (graph, static)
 
     def bucket_for(self, bs: int) -> Optional[int]:
@@ -117,6 +110,20 @@ class BucketedGraphs:
         if bs < bucket:
             self.pad_rows(static, bs)
         graph.replay()
+
+
+def capture_graph(body: Callable[[], Any], pool: Any) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """A CUDA graph of ``body`` in memory ``pool``, after one eager warm-up on a side stream (lazy
+    initialisations stay out of the graph), and what the captured call returned (its static outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        result = body()
+    return graph, result
 
 
 def _same_memory(a: Tensor, b: Tensor) -> bool:
