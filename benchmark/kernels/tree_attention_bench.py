@@ -16,7 +16,9 @@ anything is timed, to at most twice the error of the same computation in bfloat1
 
 Times are GPU time per call from CUDA events around each call, median of ``--iters`` calls after
 ``--warmup``, with L2 flushed (a 512 MiB write) before each call so the KV comes from HBM; ``--hot``
-skips the flush, as inside a verify step on a small target, whose prefix sits in L2.
+skips the flush, as inside a verify step on a small target, whose prefix sits in L2. A kernel of a few
+microseconds is then shorter than its launch, so events around one call time the host: ``--graph``
+replays 20 calls captured back to back in a CUDA graph, as a verify graph runs them, and divides.
 
 Serving passes the server's context length as ``max_prefix_len`` (it sizes the split grid of the captured
 graphs); ``--grid-context`` does the same here (default: each case's own context). ``--min-split-keys``
@@ -24,8 +26,9 @@ sweeps the kernel's ``min_split_keys`` (one row per value; FlashInfer is timed i
 For SmolLM2's shape at short contexts, for example:
 
     python benchmark/kernels/tree_attention_bench.py --q-heads 9 --kv-heads 3 --head-dim 64 --bs 1 4 \
-        --budgets 64 128 --contexts 128 512 --grid-context 8192 --min-split-keys 512 128 64 --hot --out OUT Bytes are
-KV read (prefix + tree, K and V) + Q read + O written; FlashInfer also reads its packed mask. The
+        --budgets 64 128 --contexts 128 512 --grid-context 8192 --min-split-keys 512 128 64 --graph --out OUT
+
+Bytes are KV read (prefix + tree, K and V) + Q read + O written; FlashInfer also reads its packed mask. The
 HBM fraction is against a device-to-device copy measured here.
 
     python benchmark/kernels/tree_attention_bench.py --out benchmark/results/tree_attention_h200/tree_attention
@@ -69,6 +72,22 @@ def time_us(fn: Callable[[], object], iters: int, warmup: int, flush: torch.Tens
         end.record()
     torch.cuda.synchronize()
     return 1000.0 * statistics.median(start.elapsed_time(end) for start, end in events)
+
+
+def graph_time_us(fn: Callable[[], object], iters: int, warmup: int, calls: int = 20) -> float:
+    """Median GPU microseconds of one call inside a CUDA graph of ``calls`` back-to-back calls, as a verify
+    graph replays the kernel: no launch overhead, no host gap between calls."""
+    for _ in range(warmup):
+        fn()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        for _ in range(calls):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    return time_us(graph.replay, iters, warmup, None) / calls
 
 
 def hbm_gbps(nbytes: int = 4 << 30, iters: int = 20) -> float:
@@ -181,7 +200,11 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
         if err > 2 * row["bf16_torch_err"] + 1e-6:
             row[f"{name}_error"] = "output differs from the reference beyond tolerance; not timed"
             continue
-        us = time_us(fn, args.iters, args.warmup, flush)
+        try:  # FlashInfer's run may refuse graph capture outside its CUDA-graph wrapper
+            us = graph_time_us(fn, args.iters, args.warmup) if args.graph else time_us(fn, args.iters, args.warmup, flush)
+        except RuntimeError as err:
+            row[f"{name}_error"] = f"not timed: {type(err).__name__}: {err}"
+            continue
         row[f"{name}_us"] = round(us, 2)
         row[f"{name}_hbm_fraction"] = round(nbytes / us / 1e3 / hbm, 3)
         row[f"{name}_tflops"] = round(row["flops"] / us / 1e6, 1)
@@ -236,12 +259,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--hot", action="store_true", help="do not flush L2 before each call")
+    parser.add_argument("--graph", action="store_true",
+                        help="time calls replayed back to back from a CUDA graph, as serving runs them (implies --hot)")
     parser.add_argument("--grid-context", type=int, default=0,
                         help="max_prefix_len passed to the kernel, as serving passes its context length (0: the case's)")
     parser.add_argument("--min-split-keys", type=int, nargs="+", default=[MIN_SPLIT_KEYS],
                         help="the kernel's min_split_keys values to time (one row each)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
+    args.hot = args.hot or args.graph
 
     fi_note = flashinfer_status()
     hbm = hbm_gbps()
@@ -250,8 +276,9 @@ def main() -> None:
         "shape": f"Hq={args.q_heads}, Hkv={args.kv_heads}, head_dim={args.head_dim}, bf16, page_size 1",
         "flashinfer": fi_note,
         "measured HBM GB/s (D2D copy, read + write)": round(hbm, 1),
-        "timing": f"CUDA events per call, median of {args.iters} after {args.warmup} warm-up, "
-                  + ("L2 not flushed (--hot)" if args.hot else "L2 flushed before each"),
+        "timing": (f"CUDA graph of 20 back-to-back calls, median replay of {args.iters} / 20 (--graph, L2 not flushed)"
+                   if args.graph else f"CUDA events per call, median of {args.iters} after {args.warmup} warm-up, "
+                   + ("L2 not flushed (--hot)" if args.hot else "L2 flushed before each")),
         "grid": f"max_prefix_len {args.grid_context}" if args.grid_context else "max_prefix_len = each case's context",
         "bytes": "KV read (prefix + tree, K and V) + Q read + O written",
         "flops": "4 * bs * N * (context + N) * Hq * head_dim: every key, masked tree keys included",
