@@ -11,11 +11,6 @@ slots hold NaN, so unwritten rows and reads past a request's keys both show up a
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +28,7 @@ from jetspec_sglang.kernels.tree_attention import (
 from jetspec_sglang.tree import DraftTree, build_tree
 from jetspec_sglang.tree_layout import TreeMaskMode, ancestor_mask, eagle_verify_inputs, verify_parents
 from test_tree import random_proposals
+from triton_interpreter import interpreted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
@@ -212,19 +208,10 @@ def interpreted_results() -> dict:
 
 @pytest.fixture(scope="module")
 def case_results() -> dict:
-    """``CASES`` measured by the compiled kernels on a GPU, else by Triton's interpreter in a fresh process.
-
-    Triton reads TRITON_INTERPRET when it is first imported, and other test modules import it early
-    (transformers -> torch._dynamo -> triton), hence the subprocess.
-    """
+    """``CASES`` measured by the compiled kernels on a GPU, else by Triton's interpreter in a fresh process."""
     if DEVICE == "cuda":
         return run_cases()
-    code = "import json, test_tree_attention as t; print(json.dumps(t.interpreted_results()))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
-                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(f"the interpreted run failed:\n{proc.stderr[-6000:]}")
-    return json.loads(proc.stdout.splitlines()[-1])
+    return interpreted("test_tree_attention", "interpreted_results")
 
 
 @needs_triton

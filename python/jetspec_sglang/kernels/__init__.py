@@ -6,7 +6,7 @@ followed by ``sglang.lineage.encode_lineage``; ``build_verify_inputs_fused`` is
 ``tree_layout.eagle_verify_inputs``; ``tree_attention`` is
 ``tree_attention_reference``, beside it in ``tree_attention.py``, and ``build_tree_mask`` (its
 ancestor bitmask in one launch) is ``tree_mask_from_parents``; ``draft_inputs_fused`` is
-``draft_inputs_torch``.
+``draft_inputs_torch``; ``vocab_topk`` (Triton) is ``vocab_topk_reference``.
 """
 
 from .draft_inputs import draft_inputs_fused as draft_inputs_fused
@@ -20,6 +20,8 @@ from .tree_build import empty_tree_outputs as empty_tree_outputs
 from .verify_inputs import build_verify_inputs_fused as build_verify_inputs_fused
 from .verify_inputs import empty_verify_inputs as empty_verify_inputs
 from .verify_inputs import verify_mask_numel as verify_mask_numel
+from .vocab_topk import vocab_topk as vocab_topk
+from .vocab_topk import vocab_topk_reference as vocab_topk_reference
 
 __all__ = [
     "build_tree_fused",
@@ -33,4 +35,6 @@ __all__ = [
     "tree_attention_reference",
     "tree_mask_from_parents",
     "verify_mask_numel",
+    "vocab_topk",
+    "vocab_topk_reference",
 ]

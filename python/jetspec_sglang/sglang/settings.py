@@ -34,6 +34,7 @@ from .greedy_accept import greedy_accept_enabled
 from .tree_builder import check_kernel_switches
 from .tree_verify_attention import select_verify_attention
 from .verify_metadata import graph_metadata_enabled
+from .vocab_topk import select_vocab_topk
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     check_kernel_switches()  # JETSPEC_TREE_BUILDER, JETSPEC_VERIFY_INPUTS, JETSPEC_DRAFT_INPUTS
     greedy_accept_enabled()  # JETSPEC_GREEDY_ACCEPT
     direct_verify_mode()  # JETSPEC_DIRECT_VERIFY
+    select_vocab_topk(1)  # JETSPEC_VOCAB_TOPK
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget

@@ -2,7 +2,7 @@
 
 SGLang graphs the target's verify forward and the head's block forward. Around them the worker
 ran many small eager launches: the head's vocabulary top-K (matmul, log-sum-exp, top-K: 13
-launches a step) and the draft-KV write of the committed tokens (``fc``, then K/V projection,
+launches a step on the host, about 35 kernels on the GPU; ``kernels.vocab_topk`` makes it two) and the draft-KV write of the committed tokens (``fc``, then K/V projection,
 RoPE and store per head layer: 27 launches and about 150 host-side torch ops for a 4-layer
 head). On an H200 at bs 1 with SmolLM2 that host work outweighed its GPU time (2026-11-28 host
 trace, ``benchmark/results/step_breakdown_h200/``).
@@ -23,15 +23,15 @@ from torch import Tensor
 from .vocab_topk import vocab_parallel_topk
 
 
-def block_topk(hidden: Tensor, lm_head: Any, depth: int, topk: int, tp_group: Optional[Any] = None
-               ) -> tuple[Tensor, Tensor]:
+def block_topk(hidden: Tensor, lm_head: Any, depth: int, topk: int, tp_group: Optional[Any] = None,
+               fused: bool = False) -> tuple[Tensor, Tensor]:
     """Per-depth top-K ids and log-probs ``[bs, D, K]`` of the head's block hidden states ``[bs * (D + 1), H]``.
 
-    Row 0 of each block is the bonus token's, which predicts nothing.
+    Row 0 of each block is the bonus token's, which predicts nothing. ``fused``: ``kernels.vocab_topk``.
     """
     bs = hidden.shape[0] // (depth + 1)
     per_depth = hidden.view(bs, depth + 1, -1)[:, 1:].reshape(bs * depth, -1)
-    ids, logprobs = vocab_parallel_topk(per_depth, lm_head, topk, tp_group)
+    ids, logprobs = vocab_parallel_topk(per_depth, lm_head, topk, tp_group, fused)
     return ids.view(bs, depth, topk), logprobs.view(bs, depth, topk)
 
 
@@ -43,8 +43,8 @@ class DraftTopK:
     """
 
     def __init__(self, lm_head: Any, depth: int, topk: int, max_bs: int, device: torch.device | str,
-                 tp_group: Optional[Any] = None) -> None:
-        self.lm_head, self.depth, self.topk, self.tp_group = lm_head, depth, topk, tp_group
+                 tp_group: Optional[Any] = None, fused: bool = False) -> None:
+        self.lm_head, self.depth, self.topk, self.tp_group, self.fused = lm_head, depth, topk, tp_group, fused
         self.ids = torch.zeros((max_bs, depth, topk), dtype=torch.int64, device=device)
         self.logprobs = torch.zeros((max_bs, depth, topk), dtype=torch.float32, device=device)
 
@@ -52,7 +52,7 @@ class DraftTopK:
         """``ModelRunner.capture_tail_hooks`` entry: runs at the end of each captured head forward."""
         if getattr(out, "hidden_states", None) is None:
             raise RuntimeError("the draft head's forward returned no hidden states to take the top-K of")
-        ids, logprobs = block_topk(out.hidden_states, self.lm_head, self.depth, self.topk, self.tp_group)
+        ids, logprobs = block_topk(out.hidden_states, self.lm_head, self.depth, self.topk, self.tp_group, self.fused)
         bs = ids.shape[0]
         self.ids[:bs].copy_(ids)
         self.logprobs[:bs].copy_(logprobs)

@@ -8,26 +8,55 @@ logits are never gathered.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from ..kernels.vocab_topk import MAX_K, vocab_topk, vocab_topk_reference
 
-def shard_topk(hidden: Tensor, weight: Tensor, vocab_start: int, k: int) -> tuple[Tensor, Tensor, Tensor]:
+logger = logging.getLogger(__name__)
+
+ENV = "JETSPEC_VOCAB_TOPK"
+CHOICES = ("fused", "torch")
+
+
+def select_vocab_topk(topk: int, choice: Optional[str] = None) -> str:
+    """How the head's vocabulary top-K runs: ``choice``, else ``$JETSPEC_VOCAB_TOPK``, else ``fused``
+    (``kernels.vocab_topk``: two Triton launches). ``fused`` needs triton and ``topk <= 64``, else ``torch``
+    (``logsumexp`` and ``topk``), with a warning where ``fused`` was asked for by name."""
+    asked = choice or os.environ.get(ENV)
+    choice = asked or "fused"
+    if choice not in CHOICES:
+        raise ValueError(f"{ENV} must be one of {CHOICES}, got {choice!r}")
+    if choice == "fused" and (topk > MAX_K or importlib.util.find_spec("triton") is None):
+        if asked:
+            logger.warning("JETSPEC: %s=fused needs triton and topk <= %d (topk is %d); using torch", ENV, MAX_K, topk)
+        return "torch"
+    return choice
+
+
+def shard_topk(hidden: Tensor, weight: Tensor, vocab_start: int, k: int, fused: bool = False
+               ) -> tuple[Tensor, Tensor, Tensor]:
     """Local top-K of one vocab shard.
 
     Parameters:
         hidden: ``[T, H]`` draft hidden states.
         weight: ``[V_shard, H]`` the shard's ``lm_head`` rows (padding rows excluded).
         vocab_start: global id of the shard's first row.
+        fused: take the top-K with ``kernels.vocab_topk`` (CUDA) instead of PyTorch's ops.
 
     Returns:
         ``logits [T, k]`` float32 (best first), global ``ids [T, k]`` int64, and ``lse [T]`` float32.
     """
-    logits = torch.matmul(hidden.to(weight.dtype), weight.t()).float()
-    lse = torch.logsumexp(logits, dim=-1)
-    values, ids = logits.topk(min(k, logits.shape[-1]), dim=-1)
+    logits = torch.matmul(hidden.to(weight.dtype), weight.t())
+    k = min(k, logits.shape[-1])
+    if fused:
+        return vocab_topk(logits, k, vocab_start)
+    values, ids, lse = vocab_topk_reference(logits, k)
     return values, ids + vocab_start, lse
 
 
@@ -60,14 +89,15 @@ def lm_head_shard(lm_head: Any) -> tuple[Tensor, int]:
     return weight[: int(shard.num_org_elements)], int(shard.org_vocab_start_index)
 
 
-def vocab_parallel_topk(hidden: Tensor, lm_head: Any, k: int, tp_group: Optional[Any] = None) -> tuple[Tensor, Tensor]:
+def vocab_parallel_topk(hidden: Tensor, lm_head: Any, k: int, tp_group: Optional[Any] = None, fused: bool = False
+                        ) -> tuple[Tensor, Tensor]:
     """Global top-K ids and log-probs of ``hidden: [T, H]`` through ``lm_head``.
 
-    ``tp_group`` is SGLang's TP ``GroupCoordinator`` (None for one rank). Never syncs
-    with the host.
+    ``tp_group`` is SGLang's TP ``GroupCoordinator`` (None for one rank); ``fused`` as in ``shard_topk``.
+    Never syncs with the host.
     """
     weight, start = lm_head_shard(lm_head)
-    values, ids, lse = shard_topk(hidden, weight, start, k)
+    values, ids, lse = shard_topk(hidden, weight, start, k, fused)
     if tp_group is None or tp_group.world_size == 1:
         return ids, values - lse[:, None]
     # One all-gather of [values | ids | lse]; ids ride as float32, exact below 2**24.

@@ -75,6 +75,7 @@ from .verify_input import fused_verify_input, sglang_verify_input
 from .verify_metadata import ENV as VERIFY_METADATA_ENV
 from .verify_metadata import refill_inside_graph
 from .verify_plans import VerifyPlan, VerifyPlans
+from .vocab_topk import select_vocab_topk
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class JetSpecWorker(BaseSpecWorker):
         self.make_verify_input = fused_verify_input if self.verify_inputs_name == "fused" else sglang_verify_input
         self.draft_inputs_name = select_draft_inputs(full.tree_builder_name)
         self.make_draft_inputs = draft_inputs_fused if self.draft_inputs_name == "fused" else draft_inputs_torch
+        self.vocab_topk_name = select_vocab_topk(self.tree.topk)
         self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
         self.commit_graphs: Optional[BucketedGraphs] = None
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
@@ -145,9 +147,9 @@ class JetSpecWorker(BaseSpecWorker):
             self.tp_group = None
         logger.info(
             "JETSPEC ready: budget=%d topk=%d depth=%d lineage_topk=%d tree builder=%s draft inputs=%s "
-            "verify inputs=%s verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
+            "vocab top-K=%s verify inputs=%s verify attention=%s head=%s (%d layers, taps %s, causal=%s)",
             self.tree.budget, self.tree.topk, self.tree.depth, full.lineage_topk, full.tree_builder_name,
-            self.draft_inputs_name, self.verify_inputs_name, self.verify_attention,
+            self.draft_inputs_name, self.vocab_topk_name, self.verify_inputs_name, self.verify_attention,
             type(self.draft_model).__name__, head.num_hidden_layers, list(head.target_layer_ids), head.causal,
         )
 
@@ -187,7 +189,8 @@ class JetSpecWorker(BaseSpecWorker):
         decode_graphs = get_exec().graph.cuda_graph_config.decode
         capture = decode_graphs.backend != Backend.DISABLED
         if capture and self.tp_group is None:  # folded before capture, as SGLang's DFLASH folds its sampler
-            self.draft_topk = DraftTopK(self.lm_head, self.tree.depth, self.tree.topk, max(decode_graphs.bs), self.device)
+            self.draft_topk = DraftTopK(self.lm_head, self.tree.depth, self.tree.topk, max(decode_graphs.bs), self.device,
+                                        fused=self.vocab_topk_name == "fused")
             self.draft_model_runner.capture_tail_hooks.append(self.draft_topk.capture_hook)
         self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=capture)
         if capture:
@@ -358,7 +361,7 @@ class JetSpecWorker(BaseSpecWorker):
             ids, logprobs = self.draft_topk.result(bs)
         else:
             ids, logprobs = block_topk(draft_out.logits_output.hidden_states, self.lm_head, self.tree.depth,
-                                       self.tree.topk, self.tp_group)
+                                       self.tree.topk, self.tp_group, self.vocab_topk_name == "fused")
         return Draft(ids, logprobs, slots, positions, from_graph)
 
     def verify(self, batch: Any, draft_input: Any, plan: VerifyPlan, tree: DraftTree, lineage: EagleLineage,
