@@ -150,6 +150,14 @@ def tiny_torch_draft_input_runs(tiny_models, tiny_plain):
 
 
 @pytest.fixture(scope="module")
+def tiny_fused_topk_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's vocabulary top-K from ``kernels.vocab_topk`` (``JETSPEC_VOCAB_TOPK=fused``)
+    instead of PyTorch's ``logsumexp`` and ``topk``."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_VOCAB_TOPK="fused"))
+
+
+@pytest.fixture(scope="module")
 def tiny_sglang_verify_prep_runs(tiny_models, tiny_plain):
     """``tiny_runs`` with greedy verify through SGLang's preparation and graph runner (``JETSPEC_DIRECT_VERIFY=0``)
     instead of ``DirectVerify``'s three replays."""
@@ -210,6 +218,12 @@ def test_tiny_fp32_sglang_verify_prep_drafts_the_same_trees(tiny_runs, tiny_sgla
     """Direct verify (the default) against SGLang's verify preparation and runner: lossless either way, and the
     same accepted lengths request by request (a wrong KV slot, position or padding row would change them)."""
     assert_same_trees(tiny_runs, tiny_sglang_verify_prep_runs)
+
+
+def test_tiny_fp32_fused_vocab_topk_drafts_the_same_trees(tiny_runs, tiny_fused_topk_runs) -> None:
+    """The fused vocabulary top-K against PyTorch's (the default): lossless either way, and the same accepted
+    lengths request by request (a wrong id, value or log-sum-exp would change the trees)."""
+    assert_same_trees(tiny_runs, tiny_fused_topk_runs)
 
 
 def assert_same_trees(runs: tuple, other: tuple) -> None:

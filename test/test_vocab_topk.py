@@ -104,8 +104,8 @@ def test_ties_and_masked_vocabulary_pick_the_lowest_ids(case_results: dict) -> N
 def test_shards_merged_equal_one_shard(case_results: dict) -> None:
     shards = case_results["shards"]
     assert shards["merged_ids"] == shards["ids"]
-    for got, want in zip(shards["merged_logprobs"], shards["logprobs"]):
-        assert got == pytest.approx(want, abs=1e-5)
+    for got, want in zip(shards["merged_logprobs"], shards["logprobs"]):  # a GPU matmul of a slice may round
+        assert got == pytest.approx(want, abs=1e-4)  # differently from one of the whole (1.1e-5 seen on an H100)
 
 
 def test_bad_inputs_are_refused() -> None:
@@ -125,16 +125,13 @@ def test_bad_inputs_are_refused() -> None:
             vocab_topk(logits, 3)
 
 
-def test_selection_defaults_to_fused_and_falls_back_to_torch(monkeypatch, caplog) -> None:
+def test_selection_defaults_to_torch_and_fused_needs_triton_and_a_small_k(monkeypatch, caplog) -> None:
     monkeypatch.delenv("JETSPEC_VOCAB_TOPK", raising=False)
-    has_triton = importlib.util.find_spec("triton") is not None
-    assert select_vocab_topk(8) == ("fused" if has_triton else "torch")
-    with caplog.at_level(logging.WARNING):
-        assert select_vocab_topk(MAX_K + 1) == "torch"  # the default falls back quietly
-    assert "JETSPEC_VOCAB_TOPK=fused needs" not in caplog.text
-    monkeypatch.setenv("JETSPEC_VOCAB_TOPK", "torch")
     assert select_vocab_topk(8) == "torch"
+    has_triton = importlib.util.find_spec("triton") is not None
+    assert select_vocab_topk(8, "fused") == ("fused" if has_triton else "torch")
     monkeypatch.setenv("JETSPEC_VOCAB_TOPK", "fused")
+    assert select_vocab_topk(8) == ("fused" if has_triton else "torch")
     with caplog.at_level(logging.WARNING):
         assert select_vocab_topk(MAX_K + 1) == "torch"
     assert "JETSPEC_VOCAB_TOPK=fused needs triton and topk <= 64 (topk is 65)" in caplog.text

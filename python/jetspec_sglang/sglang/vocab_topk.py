@@ -25,16 +25,15 @@ CHOICES = ("fused", "torch")
 
 
 def select_vocab_topk(topk: int, choice: Optional[str] = None) -> str:
-    """How the head's vocabulary top-K runs: ``choice``, else ``$JETSPEC_VOCAB_TOPK``, else ``fused``
-    (``kernels.vocab_topk``: two Triton launches). ``fused`` needs triton and ``topk <= 64``, else ``torch``
-    (``logsumexp`` and ``topk``), with a warning where ``fused`` was asked for by name."""
-    asked = choice or os.environ.get(ENV)
-    choice = asked or "fused"
+    """How the head's vocabulary top-K runs: ``choice``, else ``$JETSPEC_VOCAB_TOPK``, else ``torch``
+    (``logsumexp`` and ``topk``). ``fused`` (``kernels.vocab_topk``: two Triton launches) is opt-in until a
+    GPU run shows it lossless end to end and faster (see README); it needs triton and ``topk <= 64``, else
+    ``torch`` with a warning."""
+    choice = choice or os.environ.get(ENV) or "torch"
     if choice not in CHOICES:
         raise ValueError(f"{ENV} must be one of {CHOICES}, got {choice!r}")
     if choice == "fused" and (topk > MAX_K or importlib.util.find_spec("triton") is None):
-        if asked:
-            logger.warning("JETSPEC: %s=fused needs triton and topk <= %d (topk is %d); using torch", ENV, MAX_K, topk)
+        logger.warning("JETSPEC: %s=fused needs triton and topk <= %d (topk is %d); using torch", ENV, MAX_K, topk)
         return "torch"
     return choice
 
