@@ -37,13 +37,14 @@ HBM fraction is against a device-to-device copy measured here.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from bench_io import save_rows  # benchmark/kernels/, beside this script
+from gpu_timing import event_time_us, graph_time_us
 from jetspec_sglang.kernels import (
     tree_attention,
     tree_attention_reference,
@@ -56,38 +57,6 @@ from jetspec_sglang.tree_layout import ancestor_mask, verify_mask
 
 FLUSH_BYTES = 512 << 20
 WORKSPACE_BYTES = 512 << 20  # SGLANG_FLASHINFER_WORKSPACE_SIZE for Qwen2/Qwen3 targets
-
-
-def time_us(fn: Callable[[], object], iters: int, warmup: int, flush: torch.Tensor | None) -> float:
-    """Median GPU microseconds of one call, L2 flushed before each unless ``flush`` is None (the flush is
-    outside the events)."""
-    for _ in range(warmup):
-        fn()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for start, end in events:
-        if flush is not None:
-            flush.zero_()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return 1000.0 * statistics.median(start.elapsed_time(end) for start, end in events)
-
-
-def graph_time_us(fn: Callable[[], object], iters: int, warmup: int, calls: int = 20) -> float:
-    """Median GPU microseconds of one call inside a CUDA graph of ``calls`` back-to-back calls, as a verify
-    graph replays the kernel: no launch overhead, no host gap between calls."""
-    for _ in range(warmup):
-        fn()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-        for _ in range(calls):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph.replay()
-    return time_us(graph.replay, iters, warmup, None) / calls
 
 
 def hbm_gbps(nbytes: int = 4 << 30, iters: int = 20) -> float:
@@ -201,7 +170,8 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
             row[f"{name}_error"] = "output differs from the reference beyond tolerance; not timed"
             continue
         try:  # FlashInfer's run may refuse graph capture outside its CUDA-graph wrapper
-            us = graph_time_us(fn, args.iters, args.warmup) if args.graph else time_us(fn, args.iters, args.warmup, flush)
+            us = (graph_time_us(fn, args.iters, args.warmup) if args.graph
+                  else event_time_us(fn, args.iters, args.warmup, flush))
         except RuntimeError as err:
             row[f"{name}_error"] = f"not timed: {type(err).__name__}: {err}"
             continue
@@ -285,8 +255,6 @@ def main() -> None:
     }
     flush = None if args.hot else torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") if fi_note == "timed" else None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for context in args.contexts:
         for bs in args.bs:
@@ -294,10 +262,7 @@ def main() -> None:
                 for i, min_split_keys in enumerate(args.min_split_keys):
                     rows.append(run_config(bs, n, context, args, flush, workspace if i == 0 else None, hbm,
                                            min_split_keys))  # fmt: skip
-                    print(json.dumps(rows[-1]), flush=True)
-                    # Written after every row, so a run cut short keeps what it measured.
-                    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-                    out.with_suffix(".md").write_text(markdown(meta, rows))
+                    save_rows(Path(args.out), meta, rows, markdown)
                     torch.cuda.empty_cache()
     print(markdown(meta, rows))
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from bench_io import save_rows  # benchmark/kernels/, beside this script
 from jetspec_sglang.kernels import (
     build_tree_fused,
     build_verify_inputs_fused,
@@ -208,18 +208,13 @@ def main() -> None:
         "bytes": "logical: inputs read once + outputs written once",
         "mask": f"FULL_MASK, seq_len {args.seq_len}, prefix {'filled' if args.fill_prefix else 'not filled'}",
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for cap_name in args.caps:
         for bs in args.bs:
             for budget in args.budgets:
                 rows.append(run_config(bs, budget, args, FanoutCap() if cap_name == "top2gap" else None,
                                        sgl_note == "timed"))
-                print(json.dumps(rows[-1]), flush=True)
-                # Written after every row, so a run cut short keeps what it measured.
-                out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-                out.with_suffix(".md").write_text(markdown(meta, rows))
+                save_rows(Path(args.out), meta, rows, markdown)
     print(markdown(meta, rows))
 
 if __name__ == "__main__":
