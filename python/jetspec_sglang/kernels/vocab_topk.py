@@ -2,9 +2,9 @@
 log-probs, in two launches.
 
 PyTorch takes about 35 launches for ``logits.float()``, ``logsumexp`` and ``topk`` over a ``[T, V]``
-row block (radix select passes, scans, a sort): on an H200, 88 us of GPU time per SmolLM2 step and
-114 us per Qwen3-8B-shaped step after the head's LM head, each launch a few microseconds of work
-(``benchmark/results/step_breakdown_h200/``, s7 and s6 traces). Here ``chunk_topk`` reads each logit
+row block (radix select passes, scans, a sort), each a few microseconds of work: in the H200 traces of
+``benchmark/results/step_breakdown_h200/`` (s7, s6), the kernels between the head's LM head and the
+tree build took 88 us per SmolLM2 step and 114 us per Qwen3-8B-shaped step. Here ``chunk_topk`` reads each logit
 once and ``merge_chunks`` combines per-chunk winners (``vocab_topk_triton.py``).
 
 - ``vocab_topk``: the kernels; no host sync, so a CUDA graph can capture them.
