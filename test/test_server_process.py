@@ -29,6 +29,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-sglang-accept:64") == {"JETSPEC_GREEDY_ACCEPT": "0"}
     assert algorithm_env("jetspec-torch-draft-inputs:64") == {"JETSPEC_DRAFT_INPUTS": "torch"}
     assert algorithm_env("jetspec-fused-topk:64") == {"JETSPEC_VOCAB_TOPK": "fused"}
+    assert algorithm_env("jetspec-tree-head:64") == {"JETSPEC_HEAD_ATTENTION": "tree"}
 
 
 def test_baselines() -> None:

@@ -158,6 +158,14 @@ def tiny_fused_topk_runs(tiny_models, tiny_plain):
 
 
 @pytest.fixture(scope="module")
+def tiny_tree_head_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's block attention through the tree kernel (``JETSPEC_HEAD_ATTENTION=tree``)
+    instead of SGLang's Triton extend kernel."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_HEAD_ATTENTION="tree"))
+
+
+@pytest.fixture(scope="module")
 def tiny_sglang_verify_prep_runs(tiny_models, tiny_plain):
     """``tiny_runs`` with greedy verify through SGLang's preparation and graph runner (``JETSPEC_DIRECT_VERIFY=0``)
     instead of ``DirectVerify``'s three replays."""
@@ -224,6 +232,16 @@ def test_tiny_fp32_fused_vocab_topk_drafts_the_same_trees(tiny_runs, tiny_fused_
     """The fused vocabulary top-K against PyTorch's (the default): lossless either way, and the same accepted
     lengths request by request (a wrong id, value or log-sum-exp would change the trees)."""
     assert_same_trees(tiny_runs, tiny_fused_topk_runs)
+
+
+def test_tiny_fp32_tree_head_attention_is_lossless_and_drafts_as_well(tiny_runs, tiny_tree_head_runs) -> None:
+    """The head's attention through the tree kernel: lossless (the target decides), and the head drafts as well as
+    with SGLang's kernel (mean accepted length within 5%; a wrong mask or slot would collapse it). Not the same
+    trees request by request: the two kernels sum in different orders."""
+    assert_identical_with_radix_repeat(tiny_tree_head_runs)
+    accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (tiny_runs, tiny_tree_head_runs)]
+    mean = [sum(a) / len(a) for a in accepted]
+    assert mean[1] >= 0.95 * mean[0], mean
 
 
 def assert_same_trees(runs: tuple, other: tuple) -> None:

@@ -27,6 +27,6 @@ if ls -d $OUT/*.traces > /dev/null 2>&1; then
   tar czf $OUT/traces_$SHAPE.tgz -C $OUT $(cd $OUT && ls -d *.traces) && rm -rf $OUT/*.traces
   tar xzf $OUT/traces_$SHAPE.tgz -O --wildcards "*.kernels.md" | grep -A12 "^| phase" | head -40
 fi
-grep -h "attention metadata refilled\|JETSPEC direct greedy verify\|vocab top-K=" $OUT/*.log 2>/dev/null \
+grep -h "JETSPEC verify attention\|JETSPEC direct greedy verify\|vocab top-K=" $OUT/*.log 2>/dev/null \
   | grep -o "JETSPEC.*" | cut -c1-200 | sort | uniq -c
 cat $OUT/breakdown_$SHAPE.md 2>/dev/null | grep "^|" || tail -20 $OUT/breakdown_$SHAPE.out

@@ -31,6 +31,7 @@ from ..head_config import DraftHeadConfig
 from .budget_plan import verify_token_cap
 from .direct_verify import direct_verify_mode
 from .greedy_accept import greedy_accept_enabled
+from .head_attention import select_head_attention
 from .tree_builder import check_kernel_switches
 from .tree_verify_attention import select_verify_attention
 from .verify_metadata import graph_metadata_enabled
@@ -130,6 +131,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     greedy_accept_enabled()  # JETSPEC_GREEDY_ACCEPT
     direct_verify_mode()  # JETSPEC_DIRECT_VERIFY
     select_vocab_topk(1)  # JETSPEC_VOCAB_TOPK
+    select_head_attention()  # JETSPEC_HEAD_ATTENTION
 
     tree = resolve_tree_settings(head, sa.speculative_num_draft_tokens, sa.speculative_eagle_topk, sa.speculative_num_steps)
     sa.speculative_num_draft_tokens = tree.budget

@@ -61,6 +61,7 @@ from .greedy_accept import (
     greedy_accept_supported,
     greedy_acceptable,
 )
+from .head_attention import install_head_tree_attention, select_head_attention
 from .hooks import assert_hooks_applied
 from .lineage import EagleLineage
 from .settings import TreeSettings
@@ -73,7 +74,7 @@ from .tree_builder import select_draft_inputs, select_verify_inputs
 from .tree_verify_attention import resolve_verify_attention, select_verify_attention
 from .verify_input import fused_verify_input, sglang_verify_input
 from .verify_metadata import ENV as VERIFY_METADATA_ENV
-from .verify_metadata import refill_inside_graph
+from .verify_metadata import refill_inside_graph, skip_unread_refill
 from .verify_plans import VerifyPlan, VerifyPlans
 from .vocab_topk import select_vocab_topk
 
@@ -96,6 +97,7 @@ class JetSpecWorker(BaseSpecWorker):
             depth=server_args.speculative_num_steps,
         )
         self.verify_attention = select_verify_attention()
+        self.head_attention = select_head_attention()
         # One plan per tree budget; the smaller budgets of large batches come with the graphs.
         self.plans = VerifyPlans(self.model_runner, self.tree,
                                  getattr(server_args, "cuda_graph_max_bs_decode", None) or 0, self.device)
@@ -174,13 +176,29 @@ class JetSpecWorker(BaseSpecWorker):
 
     def init_attention_backends(self) -> None:
         self._draft_worker.init_attention_backends()
-        head_refill_in_graph = refill_inside_graph(self.draft_model_runner.attn_backend)
+        head_metadata = self._init_head_attention()
         # The target's backend exists now, its graphs come next.
         self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend)
         self.plans.adopt_target_backend(tree_attention=self.verify_attention == "tree")
-        logger.info("JETSPEC verify attention: %s; attention metadata refilled inside the head's graphs: %s, "
-                    "skipped by the target's verify graphs: %s (%s)", self.verify_attention, head_refill_in_graph,
+        logger.info("JETSPEC verify attention: %s; head attention: %s; attention metadata %s, skipped by the "
+                    "target's verify graphs: %s (%s)", self.verify_attention, self.head_attention, head_metadata,
                     self.plans.full.refill_skipped, VERIFY_METADATA_ENV)
+
+    def _init_head_attention(self) -> str:
+        """The head's block attention (``head_attention``) and where its backend's verify metadata is refilled;
+        returns that place, for the startup log."""
+        backend = self.draft_model_runner.attn_backend
+        if self.head_attention == "tree":
+            rows = max(self.model_runner.req_to_token_pool.size, self.plans.graph_max_bs)
+            forward, refusal = install_head_tree_attention(backend, rows, self.block_len, self.device)
+            if forward is None:
+                logger.warning("JETSPEC: %s; the head keeps SGLang's attention", refusal)
+                self.head_attention = "sglang"
+            elif skip_unread_refill(backend, lambda: forward.deferred_verify_layers):
+                return "of the head's graphs skipped while its layers run the tree kernel"
+            else:
+                return "of the head's graphs refilled before each replay"
+        return f"refilled inside the head's graphs: {refill_inside_graph(backend)}"
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
