@@ -13,10 +13,13 @@ import logging
 import math
 import os
 
+import types
+
 import pytest
 import torch
 
 from jetspec_sglang.kernels.vocab_topk import MAX_K, vocab_topk, vocab_topk_reference
+from jetspec_sglang.sglang.step_graphs import block_topk
 from jetspec_sglang.sglang.vocab_topk import merge_shard_topk, select_vocab_topk, shard_topk
 from triton_interpreter import interpreted
 
@@ -67,6 +70,13 @@ def run_cases() -> dict:
     values, ids, lse = shard_topk(hidden, weight, 0, 6, fused=False)
     results["shards"] = {"merged_ids": merged[0].tolist(), "merged_logprobs": merged[1].tolist(),
                          "ids": ids.tolist(), "logprobs": (values - lse[:, None]).tolist()}  # fmt: skip
+    # The worker's entry: a head block of bs 2 x (bonus + 4 depths) through an lm_head, fused and not.
+    lm_head = types.SimpleNamespace(weight=weight)
+    block = torch.randn(2 * 5, 32, generator=gen).to(DEVICE)
+    fused, unfused = (block_topk(block, lm_head, depth=4, topk=6, fused=f) for f in (True, False))
+    results["block"] = {"shapes": [list(t.shape) for t in (*fused, *unfused)],
+                        "ids": [fused[0].tolist(), unfused[0].tolist()],
+                        "logprob_diff": (fused[1] - unfused[1]).abs().max().item()}  # fmt: skip
     return results
 
 
@@ -106,6 +116,14 @@ def test_shards_merged_equal_one_shard(case_results: dict) -> None:
     assert shards["merged_ids"] == shards["ids"]
     for got, want in zip(shards["merged_logprobs"], shards["logprobs"]):  # a GPU matmul of a slice may round
         assert got == pytest.approx(want, abs=1e-4)  # differently from one of the whole (1.1e-5 seen on an H100)
+
+
+@needs_triton
+def test_the_head_block_top_k_is_the_same_fused_or_not(case_results: dict) -> None:
+    block = case_results["block"]
+    assert block["shapes"] == [[2, 4, 6]] * 4  # ids and log-probs per request and depth; the bonus row dropped
+    assert block["ids"][0] == block["ids"][1]
+    assert block["logprob_diff"] < 1e-5
 
 
 def test_bad_inputs_are_refused() -> None:
