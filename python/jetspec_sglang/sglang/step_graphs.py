@@ -2,10 +2,11 @@
 
 SGLang graphs the target's verify forward and the head's block forward. Around them the worker
 ran many small eager launches: the head's vocabulary top-K (matmul, log-sum-exp, top-K: 13
-launches a step on the host, about 35 kernels on the GPU; ``kernels.vocab_topk`` makes it two) and the draft-KV write of the committed tokens (``fc``, then K/V projection,
-RoPE and store per head layer: 27 launches and about 150 host-side torch ops for a 4-layer
-head). On an H200 at bs 1 with SmolLM2 that host work outweighed its GPU time (2026-11-28 host
-trace, ``benchmark/results/step_breakdown_h200/``).
+launches a step on the host, about 35 kernels on the GPU; ``kernels.vocab_topk`` makes it two)
+and the draft-KV write of the committed tokens (``fc``, then K/V projection, RoPE and store per
+head layer: 27 launches and about 150 host-side torch ops for a 4-layer head). On an H200 at bs 1
+with SmolLM2 that host work outweighed its GPU time (2026-11-28 host trace,
+``benchmark/results/step_breakdown_h200/``).
 
 - ``DraftTopK`` folds the top-K into the head's own CUDA graph through SGLang's
   ``ModelRunner.capture_tail_hooks``, as SGLang's DFLASH folds its greedy draft sampler.

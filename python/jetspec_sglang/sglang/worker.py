@@ -207,8 +207,8 @@ class JetSpecWorker(BaseSpecWorker):
         decode_graphs = get_exec().graph.cuda_graph_config.decode
         capture = decode_graphs.backend != Backend.DISABLED
         if capture and self.tp_group is None:  # folded before capture, as SGLang's DFLASH folds its sampler
-            self.draft_topk = DraftTopK(self.lm_head, self.tree.depth, self.tree.topk, max(decode_graphs.bs), self.device,
-                                        fused=self.vocab_topk_name == "fused")
+            self.draft_topk = DraftTopK(self.lm_head, self.tree.depth, self.tree.topk, max(decode_graphs.bs),
+                                        self.device, fused=self.vocab_topk_name == "fused")
             self.draft_model_runner.capture_tail_hooks.append(self.draft_topk.capture_hook)
         self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=capture)
         if capture:
