@@ -31,11 +31,12 @@ from test_tree_verify_attention import (
 
 def test_select_head_attention(monkeypatch) -> None:
     monkeypatch.delenv(ha.ENV, raising=False)
-    assert ha.select_head_attention() == "sglang"
+    assert ha.select_head_attention() == "auto"
+    assert ha.select_head_attention("sglang") == "sglang"
     monkeypatch.setenv(ha.ENV, "tree")
     assert ha.select_head_attention() == "tree"
     monkeypatch.setenv(ha.ENV, "flash")
-    with pytest.raises(ValueError, match=r"JETSPEC_HEAD_ATTENTION must be one of \('sglang', 'tree'\)"):
+    with pytest.raises(ValueError, match=r"JETSPEC_HEAD_ATTENTION must be one of \('auto', 'sglang', 'tree'\)"):
         ha.select_head_attention()
 
 
@@ -52,8 +53,8 @@ def test_head_block_attends_to_the_prefix_and_the_positions_before_it(monkeypatc
     monkeypatch.setattr(tva, "tree_attention", reference_kernel)
     pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
     backend = TritonAttnBackend(pool, req_to_token)
-    forward, refusal = ha.install_head_tree_attention(backend, rows=4, width=N, device="cpu")
-    assert refusal is None and backend.forward_extend is forward
+    forward = ha.install_head_tree_attention(backend, rows=4, width=N, device="cpu")
+    assert backend.forward_extend is forward
     gen = torch.Generator().manual_seed(2)
     q = torch.randn(bs * N, HKV * GROUP * D, generator=gen)
     k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
@@ -68,17 +69,27 @@ def test_a_bidirectional_head_stays_on_sglangs_kernel(monkeypatch) -> None:
     monkeypatch.setattr(tva, "tree_attention", reference_kernel)
     pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
     backend = TritonAttnBackend(pool, req_to_token)
-    forward, _ = ha.install_head_tree_attention(backend, rows=4, width=N, device="cpu")
+    forward = ha.install_head_tree_attention(backend, rows=4, width=N, device="cpu")
     encoder_only = layer(attn_type=types.SimpleNamespace(name="ENCODER_ONLY"))
     q = torch.zeros(bs * N, HKV * GROUP * D)
     assert backend.forward_extend(q, q[:, : HKV * D], q[:, : HKV * D], encoder_only, forward_batch) == "sglang"
     assert forward.deferred_verify_layers == 1  # so the metadata refill SGLang's kernel reads is kept
 
 
-def test_other_backends_keep_sglangs_attention_and_say_why() -> None:
+def test_auto_takes_the_tree_kernel_for_a_causal_head_where_the_backend_serves_it() -> None:
+    triton = TritonAttnBackend(*verify_batch([7, 3])[:2])
+    assert ha.resolve_head_attention("auto", True, triton) == ("tree", None)
+    assert ha.resolve_head_attention("tree", True, triton) == ("tree", None)
+    assert ha.resolve_head_attention("sglang", True, triton) == ("sglang", None)
+    assert ha.resolve_head_attention("auto", False, triton) == ("sglang", None)  # bidirectional
+
+
+def test_other_backends_keep_sglangs_attention_and_an_explicit_tree_says_why() -> None:
     class FlashInferAttnBackend:
         page_size = 1
 
-    forward, refusal = ha.install_head_tree_attention(FlashInferAttnBackend(), rows=4, width=N, device="cpu")
-    assert forward is None
-    assert refusal.startswith("JETSPEC_HEAD_ATTENTION=tree works with --attention-backend triton")
+    assert ha.resolve_head_attention("auto", True, FlashInferAttnBackend()) == ("sglang", None)
+    choice, warning = ha.resolve_head_attention("tree", True, FlashInferAttnBackend())
+    assert choice == "sglang"
+    assert warning.startswith("JETSPEC_HEAD_ATTENTION=tree works with --attention-backend triton")
+    assert warning.endswith("; the head keeps SGLang's attention")

@@ -28,8 +28,8 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-sglang-inputs:64") == {"JETSPEC_VERIFY_INPUTS": "sglang"}
     assert algorithm_env("jetspec-sglang-accept:64") == {"JETSPEC_GREEDY_ACCEPT": "0"}
     assert algorithm_env("jetspec-torch-draft-inputs:64") == {"JETSPEC_DRAFT_INPUTS": "torch"}
-    assert algorithm_env("jetspec-fused-topk:64") == {"JETSPEC_VOCAB_TOPK": "fused"}
-    assert algorithm_env("jetspec-tree-head:64") == {"JETSPEC_HEAD_ATTENTION": "tree"}
+    assert algorithm_env("jetspec-torch-topk:64") == {"JETSPEC_VOCAB_TOPK": "torch"}
+    assert algorithm_env("jetspec-sglang-head:64") == {"JETSPEC_HEAD_ATTENTION": "sglang"}
 
 
 def test_baselines() -> None:

@@ -150,19 +150,19 @@ def tiny_torch_draft_input_runs(tiny_models, tiny_plain):
 
 
 @pytest.fixture(scope="module")
-def tiny_fused_topk_runs(tiny_models, tiny_plain):
-    """``tiny_runs`` with the head's vocabulary top-K from ``kernels.vocab_topk`` (``JETSPEC_VOCAB_TOPK=fused``)
-    instead of PyTorch's ``logsumexp`` and ``topk``."""
+def tiny_torch_topk_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's vocabulary top-K from PyTorch's ``logsumexp`` and ``topk``
+    (``JETSPEC_VOCAB_TOPK=torch``) instead of ``kernels.vocab_topk``."""
     return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
-                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_VOCAB_TOPK="fused"))
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_VOCAB_TOPK="torch"))
 
 
 @pytest.fixture(scope="module")
-def tiny_tree_head_runs(tiny_models, tiny_plain):
-    """``tiny_runs`` with the head's block attention through the tree kernel (``JETSPEC_HEAD_ATTENTION=tree``)
-    instead of SGLang's Triton extend kernel."""
+def tiny_sglang_head_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's block attention through SGLang's Triton extend kernel
+    (``JETSPEC_HEAD_ATTENTION=sglang``) instead of the tree kernel."""
     return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
-                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_HEAD_ATTENTION="tree"))
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_HEAD_ATTENTION="sglang"))
 
 
 @pytest.fixture(scope="module")
@@ -228,18 +228,19 @@ def test_tiny_fp32_sglang_verify_prep_drafts_the_same_trees(tiny_runs, tiny_sgla
     assert_same_trees(tiny_runs, tiny_sglang_verify_prep_runs)
 
 
-def test_tiny_fp32_fused_vocab_topk_drafts_the_same_trees(tiny_runs, tiny_fused_topk_runs) -> None:
-    """The fused vocabulary top-K against PyTorch's (the default): lossless either way, and the same accepted
+def test_tiny_fp32_vocab_topk_drafts_the_same_trees_fused_or_torch(tiny_runs, tiny_torch_topk_runs) -> None:
+    """The fused vocabulary top-K (the default) against PyTorch's: lossless either way, and the same accepted
     lengths request by request (a wrong id, value or log-sum-exp would change the trees)."""
-    assert_same_trees(tiny_runs, tiny_fused_topk_runs)
+    assert_same_trees(tiny_runs, tiny_torch_topk_runs)
 
 
-def test_tiny_fp32_tree_head_attention_is_lossless_and_drafts_as_well(tiny_runs, tiny_tree_head_runs) -> None:
-    """The head's attention through the tree kernel: lossless (the target decides), and the head drafts as well as
-    with SGLang's kernel (mean accepted length within 5%; a wrong mask or slot would collapse it). Not the same
-    trees request by request: the two kernels sum in different orders."""
-    assert_identical_with_radix_repeat(tiny_tree_head_runs)
-    accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (tiny_runs, tiny_tree_head_runs)]
+def test_tiny_fp32_tree_head_attention_is_lossless_and_drafts_as_well(tiny_runs, tiny_sglang_head_runs) -> None:
+    """The head's attention through the tree kernel (the default) against SGLang's: lossless either way (the
+    target decides; ``test_tiny_fp32_greedy_is_token_identical_to_plain`` covers the default), and the head
+    drafts as well (mean accepted length within 5%; a wrong mask or slot would collapse it). Not the same trees
+    request by request: the two kernels sum in different orders."""
+    assert_identical_with_radix_repeat(tiny_sglang_head_runs)
+    accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (tiny_sglang_head_runs, tiny_runs)]
     mean = [sum(a) / len(a) for a in accepted]
     assert mean[1] >= 0.95 * mean[0], mean
 

@@ -143,16 +143,21 @@ def test_bad_inputs_are_refused() -> None:
             vocab_topk(logits, 3)
 
 
-def test_selection_defaults_to_torch_and_fused_needs_triton_and_a_small_k(monkeypatch, caplog) -> None:
+def test_selection_defaults_to_fused_where_triton_runs_and_k_is_small(monkeypatch, caplog) -> None:
     monkeypatch.delenv("JETSPEC_VOCAB_TOPK", raising=False)
-    assert select_vocab_topk(8) == "torch"
     has_triton = importlib.util.find_spec("triton") is not None
-    assert select_vocab_topk(8, "fused") == ("fused" if has_triton else "torch")
+    assert select_vocab_topk(8) == ("fused" if has_triton else "torch")
+    with caplog.at_level(logging.WARNING):
+        assert select_vocab_topk(MAX_K + 1) == "torch"  # auto falls back quietly
+    assert caplog.text == ""
+    assert select_vocab_topk(8, "torch") == "torch"
+    monkeypatch.setenv("JETSPEC_VOCAB_TOPK", "torch")
+    assert select_vocab_topk(8) == "torch"
     monkeypatch.setenv("JETSPEC_VOCAB_TOPK", "fused")
     assert select_vocab_topk(8) == ("fused" if has_triton else "torch")
     with caplog.at_level(logging.WARNING):
         assert select_vocab_topk(MAX_K + 1) == "torch"
     assert "JETSPEC_VOCAB_TOPK=fused needs triton and topk <= 64 (topk is 65)" in caplog.text
     monkeypatch.setenv("JETSPEC_VOCAB_TOPK", "triton")
-    with pytest.raises(ValueError, match=r"JETSPEC_VOCAB_TOPK must be one of \('fused', 'torch'\)"):
+    with pytest.raises(ValueError, match=r"JETSPEC_VOCAB_TOPK must be one of \('auto', 'fused', 'torch'\)"):
         select_vocab_topk(8)

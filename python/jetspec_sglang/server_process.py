@@ -27,8 +27,8 @@ JETSPEC_VARIANTS = {
     "jetspec-replay-metadata": {"JETSPEC_GRAPH_METADATA": "0"},  # SGLang's attention metadata refill before replays
     "jetspec-torch-draft-inputs": {"JETSPEC_DRAFT_INPUTS": "torch"},  # the head's block inputs by six torch ops
     "jetspec-sglang-verify-prep": {"JETSPEC_DIRECT_VERIFY": "0"},  # greedy verify through SGLang's preparation and runner
-    "jetspec-fused-topk": {"JETSPEC_VOCAB_TOPK": "fused"},  # the head's vocabulary top-K in two Triton launches
-    "jetspec-tree-head": {"JETSPEC_HEAD_ATTENTION": "tree"},  # the head's block attention through the tree kernel
+    "jetspec-torch-topk": {"JETSPEC_VOCAB_TOPK": "torch"},  # the head's vocabulary top-K by PyTorch's ops
+    "jetspec-sglang-head": {"JETSPEC_HEAD_ATTENTION": "sglang"},  # the head's block attention by SGLang's kernel
 }
 
 

@@ -5,7 +5,7 @@
 # come back under $OUT as breakdown_$SHAPE.*. TRACE=W:K also traces K JETSPEC steps after W (step_breakdown.py
 # --trace: Chrome traces and their kernel tables, returned as traces_$SHAPE.tgz). Put plain last: the first server on
 # a fresh machine runs slow.
-# Usage: bash scripts/device_session/quick_breakdown.sh "jetspec:64 jetspec-fused-topk:64 plain" "1 4" 400
+# Usage: bash scripts/device_session/quick_breakdown.sh "jetspec:64 jetspec-torch-topk:64 plain" "1 4" 400
 #        SHAPE=qwen3-8b bash scripts/device_session/quick_breakdown.sh "jetspec:128 plain" "1" 400
 if [ -d .devwork/wheels ]; then mkdir -p /tmp/wheels && cp -r .devwork/wheels/. /tmp/wheels/; fi
 pkill -f sglang.launch_server && sleep 5  # servers an earlier call left (a timeout mid-startup once orphaned one)

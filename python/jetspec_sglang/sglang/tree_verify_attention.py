@@ -9,8 +9,8 @@ and the tree part under a compact ``[N, ceil(N / 32)]`` ancestor bitmask.
   verify, so CUDA graphs captured over it replay with the new tree.
 - ``install_tree_verify_attention``: gives the target's attention backend instance a
   ``forward_extend`` that serves TARGET_VERIFY with our kernel, layer by layer where the
-  layer is plain causal attention, and defers to SGLang's otherwise. The head's backend takes it only with
-  ``JETSPEC_HEAD_ATTENTION=tree`` (``head_attention``: a chain mask over the head's block).
+  layer is plain causal attention, and defers to SGLang's otherwise. A causal head's backend takes it too
+  (``head_attention``: a chain mask over the head's block; ``JETSPEC_HEAD_ATTENTION``).
 
 ``JETSPEC_VERIFY_ATTENTION`` is ``auto`` (the default), ``tree`` or ``sglang``. ``auto`` takes the tree kernel
 wherever the target's backend can take it (Triton, page size 1, plain MHA pool). On the H200 it was faster

@@ -61,7 +61,7 @@ from .greedy_accept import (
     greedy_accept_supported,
     greedy_acceptable,
 )
-from .head_attention import install_head_tree_attention, select_head_attention
+from .head_attention import install_head_tree_attention, resolve_head_attention, select_head_attention
 from .hooks import assert_hooks_applied
 from .lineage import EagleLineage
 from .settings import TreeSettings
@@ -127,6 +127,7 @@ class JetSpecWorker(BaseSpecWorker):
         head = DraftHeadConfig.from_hf_dict(self.draft_model_runner.model_config.hf_config.to_dict())
         check_head_matches_target(head, self.model_runner.model_config.hf_config)
         self.mask_token_id = head.mask_token_id
+        self.head_causal = head.causal
         target_model = self.model_runner.model
         if not hasattr(target_model, "set_dflash_layers_to_capture"):
             raise ValueError(
@@ -188,16 +189,15 @@ class JetSpecWorker(BaseSpecWorker):
         """The head's block attention (``head_attention``) and where its backend's verify metadata is refilled;
         returns that place, for the startup log."""
         backend = self.draft_model_runner.attn_backend
+        self.head_attention, warning = resolve_head_attention(self.head_attention, self.head_causal, backend)
+        if warning:
+            logger.warning("JETSPEC: %s", warning)
         if self.head_attention == "tree":
             rows = max(self.model_runner.req_to_token_pool.size, self.plans.graph_max_bs)
-            forward, refusal = install_head_tree_attention(backend, rows, self.block_len, self.device)
-            if forward is None:
-                logger.warning("JETSPEC: %s; the head keeps SGLang's attention", refusal)
-                self.head_attention = "sglang"
-            elif skip_unread_refill(backend, lambda: forward.deferred_verify_layers):
+            forward = install_head_tree_attention(backend, rows, self.block_len, self.device)
+            if skip_unread_refill(backend, lambda: forward.deferred_verify_layers):
                 return "of the head's graphs skipped while its layers run the tree kernel"
-            else:
-                return "of the head's graphs refilled before each replay"
+            return "of the head's graphs refilled before each replay"
         return f"refilled inside the head's graphs: {refill_inside_graph(backend)}"
 
     def init_cuda_graphs(self) -> None:
