@@ -156,19 +156,24 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
     return rows
 
 
+def laps_cell(times: dict[str, float]) -> str:
+    """The named laps inside phases (``StepProfiler.split``) of one row's times, e.g. ``target_forward 1.2``."""
+    return ", ".join(f"{k} {v}" for k, v in times.items() if k not in (*PHASES, "gap", "step")) or "-"
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     plain = {r["bs"]: r for r in rows if r["config"] == "plain"}
     cols = [*PHASES, "gap"]
     lines = [f"# Step breakdown, {meta['model']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
              "| config | bs | step ms | step / plain | log step ms | log step / plain | tau | "
-             + " | ".join(f"{c} ms" for c in cols) + " | budget |",
-             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
+             + " | ".join(f"{c} ms" for c in cols) + " | budget | laps |",
+             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " | --- | --- |"]
     for r in rows:
         base = plain.get(r["bs"], {})
         ratio = f"{r['step_ms'] / base['step_ms']:.2f}" if base else "-"
         log_step, log_base = r.get("log_step_ms"), base.get("log_step_ms")
         log_ratio = f"{log_step / log_base:.2f}" if log_step and log_base else "-"
-        cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-")]
+        cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-"), laps_cell(r["phases_ms"])]
         lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {log_step or '-'} | {log_ratio} | "
                      f"{r['tau']} | " + " | ".join(cells) + " |")
     hosted = [r for r in rows if r.get("host_ms")]
@@ -176,9 +181,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         lines += ["", "Host time per step (ms; the worker's Python issuing each phase, and its named laps):", "",
                   "| config | bs | " + " | ".join(cols) + " | laps |", "| --- | --- | " + " | ".join("---" for _ in cols) + " | --- |"]
         for r in hosted:
-            laps = ", ".join(f"{k} {v}" for k, v in r["host_ms"].items() if k not in (*cols, "step"))
             cells = [str(r["host_ms"].get(c, "-")) for c in cols]
-            lines.append(f"| {r['config']} | {r['bs']} | " + " | ".join(cells) + f" | {laps or '-'} |")
+            lines.append(f"| {r['config']} | {r['bs']} | " + " | ".join(cells) + f" | {laps_cell(r['host_ms'])} |")
     traced = [r for r in rows if r.get("host_trace")]
     if traced:
         lines += ["", "Host trace (`JETSPEC_TRACE_STEPS`; host time and CUDA calls per step, per phase):", ""]

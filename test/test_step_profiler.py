@@ -47,6 +47,19 @@ def test_reports_phase_means_and_gap_every_n_steps() -> None:
                         "commit 4.000 ms, gap 10.000 ms, step 20.000 ms")
 
 
+def lapped_step(profiler: StepProfiler, verify_laps: tuple[str, ...], batch_size: int) -> None:
+    """One step's marks, with a ``draft_inputs`` lap in the draft and ``verify_laps`` in the verify."""
+    profiler.mark()
+    profiler.split("draft_inputs")
+    profiler.mark()
+    profiler.mark()
+    for name in verify_laps:
+        profiler.split(name)
+    profiler.mark()
+    profiler.mark()
+    profiler.end_step(batch_size)
+
+
 def test_reports_host_time_per_phase_and_named_laps() -> None:
     # Host clock (s): each step starts 0.010 after the previous ends; draft takes 1 ms with a 0.25 ms lap,
     # tree 2 ms, verify 3 ms with laps of 1 and 1.5 ms, commit 4 ms.
@@ -60,21 +73,34 @@ def test_reports_host_time_per_phase_and_named_laps() -> None:
     lines: list[str] = []
     profiler = StepProfiler(every=2, make_event=FakeEvent, log=lines.append, clock=lambda: next(clock))
     for _ in range(3):
-        profiler.mark()
-        profiler.split("draft_inputs")
-        profiler.mark()
-        profiler.mark()
-        profiler.split("verify_prepare")
-        profiler.split("target_forward")
-        profiler.mark()
-        profiler.mark()
-        profiler.end_step(batch_size=2)
+        lapped_step(profiler, ("verify_prepare", "target_forward"), batch_size=2)
     assert lines[1] == (f"{HOST_LOG_PREFIX} over 2 steps (bs [2]): draft 1.000 ms, tree 2.000 ms, verify 3.000 ms, "
                         "commit 4.000 ms, gap 10.000 ms, step 20.000 ms; draft_inputs 0.250 ms, "
                         "verify_prepare 1.000 ms, target_forward 1.500 ms")
     medians = load_benchmark("step_breakdown").phase_medians(lines[1], 2, HOST_LOG_PREFIX)
     assert medians["verify_prepare"] == 1.0 and medians["gap"] == 10.0
     assert load_benchmark("step_breakdown").phase_medians(lines[1], 2) == {}  # GPU lines only by default
+
+
+def test_laps_split_a_phase_on_the_gpu_timeline_too() -> None:
+    """Each lap's GPU time runs from the previous boundary's event to its own: ``target_forward`` from the
+    tree's end, ``accept`` from ``target_forward``'s end (ms per step: draft 3 with a 1 ms lap, tree 1,
+    verify 6 split 5 + 1, commit 1, gap 9)."""
+    times = []
+    t = 0
+    for _ in range(3):
+        times += [t, t + 1, t + 3, t + 4, t + 9, t + 10, t + 10, t + 11]
+        t += 20
+    FakeEvent.clock = iter(times)
+    lines: list[str] = []
+    profiler = StepProfiler(every=2, make_event=FakeEvent, log=lines.append, clock=lambda: 0.0)
+    for _ in range(3):
+        lapped_step(profiler, ("target_forward", "accept"), batch_size=1)
+    assert lines[0] == (f"{LOG_PREFIX} over 2 steps (bs [1]): draft 3.000 ms, tree 1.000 ms, verify 6.000 ms, "
+                        "commit 1.000 ms, gap 9.000 ms, step 20.000 ms; draft_inputs 1.000 ms, "
+                        "target_forward 5.000 ms, accept 1.000 ms")
+    medians = load_benchmark("step_breakdown").phase_medians(lines[0], 1)
+    assert medians["target_forward"] == 5.0 and medians["verify"] == 6.0
 
 
 def test_a_step_with_missing_marks_is_an_error() -> None:

@@ -176,12 +176,14 @@ class DirectVerify:
                                       self.batch_sizes[bs]])  # fmt: skip
         self.graphs[self.bucket_for(bs)].prepare.replay()
 
-    def verify(self, bs: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The target's verify graph and ``accept`` for the ``bs`` requests ``load_and_prepare`` loaded. Returns the
-        target's logits ``[bs * N, V]`` (a view of the graph's output, as SGLang's runner returns it) and
-        ``GreedyAccept.results``."""
+    def replay_target(self, bs: int) -> None:
+        """The target's verify graph for the ``bs`` requests ``load_and_prepare`` loaded."""
+        self.graph_runner.backend.replay(self.graphs[self.bucket_for(bs)].target_key, None)
+
+    def replay_accept(self, bs: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``accept`` over what ``replay_target`` scored. Returns the target's logits ``[bs * N, V]`` (a view of the
+        graph's output, as SGLang's runner returns it) and ``GreedyAccept.results``."""
         graphs = self.graphs[self.bucket_for(bs)]
-        self.graph_runner.backend.replay(graphs.target_key, None)
         graphs.accept.replay()
         return (graphs.target_outputs.next_token_logits[: bs * self.budget], *self.accept.results(bs))
 

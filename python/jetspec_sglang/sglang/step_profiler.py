@@ -5,8 +5,11 @@ each phase of every decode step (draft, tree, verify, commit) and, every ``N`` s
 
 - the mean GPU-timeline time of each phase plus the **gap**: time between the end of one step
   and the start of the next, which is host work (scheduling, batch preparation) the GPU waited for;
-- the mean **host** time of each phase and gap (how long the worker's Python took to issue it), with
-  the named laps the worker takes inside phases (``split``), e.g. ``verify_prepare``.
+- the mean **host** time of each phase and gap (how long the worker's Python took to issue it).
+
+Both lines end with the named laps the worker takes inside phases (``split``), e.g. ``target_forward`` and
+``accept`` inside verify: on the GPU line the time from the previous boundary's event to the lap's, on the
+host line the Python time between them.
 
 A phase whose host time is close to its GPU-timeline time is host bound: the GPU ran each launch as
 soon as it was issued. Reading the events costs one host sync per ``N`` steps, so keep it off in
@@ -30,8 +33,8 @@ HOST_LOG_PREFIX = "JETSPEC step host time"
 
 
 class StepProfiler:
-    """Collects one event and one host time per phase boundary per step, and named host laps;
-    logs the means every ``every`` steps.
+    """Collects one event and one host time per phase boundary per step, and named laps (an event and a host
+    time each); logs the means every ``every`` steps.
 
     Parameters:
         every: steps per logged window.
@@ -52,7 +55,9 @@ class StepProfiler:
         self._current: list[Any] = []
         self._host: list[float] = []
         self._laps: dict[str, float] = {}  # host seconds per lap name, this window
+        self._gpu_laps: list[tuple[str, Any, Any]] = []  # (name, start event, end event), this window
         self._last_host = 0.0
+        self._last_event: Optional[Any] = None
 
     @classmethod
     def from_env(cls) -> Optional["StepProfiler"]:
@@ -64,15 +69,21 @@ class StepProfiler:
         event = self._make_event()
         event.record()
         self._current.append(event)
+        self._last_event = event
         self._last_host = self._clock()
         self._host.append(self._last_host)
 
     def split(self, name: str) -> None:
-        """A host lap inside the current phase: the time since the last mark or lap, logged as ``name``."""
+        """A lap inside the current phase: the host and GPU-timeline time since the last mark or lap, logged as
+        ``name``."""
         now = self._clock()
+        event = self._make_event()
+        event.record()
         if self._steps:  # the first step only anchors the first gap, as for the phases
             self._laps[name] = self._laps.get(name, 0.0) + now - self._last_host
+            self._gpu_laps.append((name, self._last_event, event))
         self._last_host = now
+        self._last_event = event
 
     def end_step(self, batch_size: int) -> None:
         if len(self._current) != len(PHASES) + 1:
@@ -95,13 +106,16 @@ class StepProfiler:
         n = len(self._steps) - 1
         sizes = sorted({bs for bs, _, _ in self._steps[1:]})
         laps = {name: 1000 * seconds for name, seconds in self._laps.items()}
-        for prefix, totals, extra in ((LOG_PREFIX, gpu, {}), (HOST_LOG_PREFIX, host, laps)):
+        gpu_laps: dict[str, float] = {}
+        for name, start, end in self._gpu_laps:
+            gpu_laps[name] = gpu_laps.get(name, 0.0) + start.elapsed_time(end)
+        for prefix, totals, extra in ((LOG_PREFIX, gpu, gpu_laps), (HOST_LOG_PREFIX, host, laps)):
             means = {k: v / n for k, v in totals.items()}
             self._log(f"{prefix} over {n} steps (bs {sizes}): " + ", ".join(f"{k} {v:.3f} ms" for k, v in means.items())
                       + f", step {sum(means.values()):.3f} ms"
                       + ("; " + ", ".join(f"{k} {v / n:.3f} ms" for k, v in extra.items()) if extra else ""))
         self._steps = self._steps[-1:]
-        self._laps = {}
+        self._laps, self._gpu_laps = {}, []
 
 
 class Profilers:

@@ -446,8 +446,10 @@ class JetSpecWorker(BaseSpecWorker):
 
     def verify_direct(self, direct: DirectVerify, bs: int, budget: int) -> GenerationBatchResult:
         """The target's verify graph and acceptance after ``DirectVerify.load_and_prepare``."""
-        logits, predict, accept_lens, bonus, new_seq_lens = direct.verify(bs)
-        self.profiler.split("target_and_accept")
+        direct.replay_target(bs)
+        self.profiler.split("target_forward")
+        logits, predict, accept_lens, bonus, new_seq_lens = direct.replay_accept(bs)
+        self.profiler.split("accept")
         return GenerationBatchResult(
             logits_output=LogitsProcessorOutput(next_token_logits=logits, hidden_states=None),
             next_token_ids=predict,
