@@ -75,6 +75,21 @@ def run_engine(model: str, calls: list[list[list[int]]], sampling: dict, **kwarg
         engine.shutdown()
 
 
+def long_prompts(n: int, seed: int) -> list[list[int]]:
+    """Prompts of 600 to 1100 tokens: past the tree kernel's ``MIN_SPLIT_KEYS`` (512), so that verify attention
+    splits each prefix and merges the splits."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, TINY_VOCAB, (int(torch.randint(600, 1100, (1,), generator=gen)),), generator=gen).tolist()
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_long_plain(tiny_models) -> list[dict]:
+    """Plain fp32 outputs of 6 long prompts (``long_prompts``)."""
+    (plain,) = run_engine(tiny_models[0], [long_prompts(6, seed=3)], greedy(64), dtype="float32")
+    return plain
+
+
 @pytest.fixture(scope="module")
 def tiny_plain(tiny_models) -> list[dict]:
     """Plain fp32 outputs of 12 prompts submitted at once (over the graph's max bs of 4)."""
@@ -82,10 +97,12 @@ def tiny_plain(tiny_models) -> list[dict]:
     return plain
 
 
-def jetspec_runs(tiny_models, overlap: bool = False, **env: str) -> tuple[list[dict], list[dict]]:
-    """JETSPEC fp32 outputs of the same 12 prompts, then 2 of them again (radix hits), under ``env``."""
+def jetspec_runs(tiny_models, overlap: bool = False, prompts: list[list[int]] | None = None, **env: str
+                 ) -> tuple[list[dict], list[dict]]:
+    """JETSPEC fp32 outputs of ``prompts`` (the same 12 as ``tiny_plain``'s by default), then 2 of them again
+    (radix hits), under ``env``."""
     target, head = tiny_models
-    prompts = tiny_prompts(12, seed=1)
+    prompts = prompts or tiny_prompts(12, seed=1)
     env = {"JETSPEC_OVERLAP": "1" if overlap else "0", **env}
     os.environ.update(env)
     try:
@@ -243,6 +260,16 @@ def test_tiny_fp32_tree_head_attention_is_lossless_and_drafts_as_well(tiny_runs,
     accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (tiny_sglang_head_runs, tiny_runs)]
     mean = [sum(a) / len(a) for a in accepted]
     assert mean[1] >= 0.95 * mean[0], mean
+
+
+@pytest.mark.parametrize("merge", ["kernel", "fused"])
+def test_tiny_fp32_long_prompts_are_token_identical_whichever_merges_the_splits(tiny_models, tiny_long_plain,
+                                                                                merge: str) -> None:
+    """Prefixes of 600-1100 tokens, which the tree kernel splits: token-identical to plain SGLang in fp32 with
+    the splits merged by a second kernel (the default) and by the last split (``JETSPEC_SPLIT_MERGE=fused``)."""
+    runs = jetspec_runs(tiny_models, prompts=long_prompts(6, seed=3), JETSPEC_VERIFY_TOKENS="128",
+                        JETSPEC_DIRECT_VERIFY="required", JETSPEC_SPLIT_MERGE=merge)
+    assert_identical_with_radix_repeat((tiny_long_plain, *runs))
 
 
 def assert_same_trees(runs: tuple, other: tuple) -> None:

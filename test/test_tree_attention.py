@@ -23,6 +23,7 @@ from jetspec_sglang.kernels.tree_attention import (
     MIN_SPLIT_KEYS,
     _tile_config,
     build_tree_mask,
+    merge_counter_slots,
     unpack_tree_mask,
 )
 from jetspec_sglang.tree import DraftTree, build_tree
@@ -55,6 +56,10 @@ CASES = {
     "float32, 2 splits and 1, N 100": dict(n=100, prefix_lens=[70, 0], num_kv_heads=2, group=1, num_splits=2,
                                            dtype="float32", min_split_keys=32),
 }  # fmt: skip
+# Cases with requests of several active splits, run again with the last split merging (``merge_counters``).
+FUSED_MERGE_CASES = ("3 of 3 splits and 1, 3 heads", "2 splits and 1, GQA 4", "4 and 3 splits, N 1",
+                     "N 100: 4 mask words, 2 tree tiles, an empty split", "prefix past max_prefix_len",
+                     "float32, 2 splits and 1, N 100")  # fmt: skip
 
 
 def random_parents(gen: torch.Generator, bs: int, n: int) -> torch.Tensor:
@@ -95,13 +100,17 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
 
 
 def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
-            min_split_keys: int = MIN_SPLIT_KEYS) -> dict:
-    """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference."""
-    q = inputs[0]
+            min_split_keys: int = MIN_SPLIT_KEYS, fused_merge: bool = False) -> dict:
+    """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference.
+    ``fused_merge``: the last split merges (``merge_counters``), which must leave every ticket at zero."""
+    q, k_buffer = inputs[0], inputs[1]
     sm_scale = q.shape[-1] ** -0.5
     out = torch.full_like(q, float("nan"))
+    slots = merge_counter_slots(inputs[-1].shape[0], inputs[-1].shape[1], q.shape[1], k_buffer.shape[1], q.shape[2],
+                                q.dtype)  # fmt: skip
+    counters = torch.zeros(slots + 3, dtype=torch.int32, device=q.device) if fused_merge else None
     got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits,
-                         min_split_keys=min_split_keys)
+                         min_split_keys=min_split_keys, merge_counters=counters)
     want = tree_attention_reference(*inputs, sm_scale)
     baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype)
     return {
@@ -109,12 +118,14 @@ def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
         "nan": bool(got.isnan().any()),
         "err": (got.double() - want).abs().max().item(),
         "baseline_err": (baseline.double() - want).abs().max().item(),
+        "tickets_left": 0 if counters is None else int(counters.abs().sum()),
     }
 
 
 def assert_accurate(result: dict) -> None:
     assert result["wrote_out"], "the output is not the caller's buffer"
     assert not result["nan"], "rows left unwritten, or a read past the request's keys"
+    assert result["tickets_left"] == 0, "the last split did not reset its merge ticket"
     err, baseline_err = result["err"], result["baseline_err"]
     assert err <= 2 * baseline_err + 1e-6, f"error {err:.3g}, PyTorch's in the same dtype {baseline_err:.3g}"
 
@@ -165,6 +176,9 @@ def run_cases() -> dict:
         min_split_keys = case.pop("min_split_keys", MIN_SPLIT_KEYS)
         inputs = make_inputs(seed, **case, head_dim=64)
         results[name] = measure(inputs, max_prefix_len or max(case["prefix_lens"]), num_splits, min_split_keys)
+        if name in FUSED_MERGE_CASES:
+            results[f"{name}, merged by the last split"] = measure(
+                inputs, max_prefix_len or max(case["prefix_lens"]), num_splits, min_split_keys, fused_merge=True)
     return results
 
 
@@ -215,7 +229,7 @@ def case_results() -> dict:
 
 
 @needs_triton
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *(f"{name}, merged by the last split" for name in FUSED_MERGE_CASES)])
 def test_matches_reference(case_results: dict, name: str) -> None:
     assert_accurate(case_results[name])
 
@@ -233,8 +247,9 @@ def test_tree_mask_kernel_rejects_a_wrong_buffer() -> None:
 
 # The kernels' argument types, for compiling them without a launch; unlisted arguments are i32.
 ARG_TYPES = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "part_acc": "*fp32", "part_m": "*fp32",
-             "part_l": "*fp32", "req_to_token": "*i32", "req_pool_indices": "*i64", "prefix_lens": "*i32",
-             "tree_mask": "*i32", "qk_scale": "fp32", "parents": "*i64", "out": "*i32"}  # fmt: skip
+             "part_l": "*fp32", "counters": "*i32", "req_to_token": "*i32", "req_pool_indices": "*i64",
+             "prefix_lens": "*i32", "tree_mask": "*i32", "qk_scale": "fp32", "parents": "*i64",
+             "out": "*i32"}  # fmt: skip
 
 
 def compile_for_sm90(kernel, constexprs: dict, data: str = "bf16", **options) -> None:
@@ -257,9 +272,10 @@ def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split:
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
     block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows, 4 if data == "fp32" else 2)
-    constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
-                      DOT_PRECISION=dot)
-    compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
+    for fused_merge in (False, True) if split else (False,):
+        constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
+                          DOT_PRECISION=dot, FUSED_MERGE=fused_merge)
+        compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
         compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
 
@@ -323,6 +339,7 @@ def test_rejects_bad_inputs(change, message: str) -> None:
 
 @needs_triton
 @pytest.mark.gpu
+@pytest.mark.parametrize("fused_merge", [False, True])
 @pytest.mark.parametrize(
     "bs,n,max_prefix_len,num_kv_heads,group,head_dim",
     [
@@ -336,17 +353,18 @@ def test_rejects_bad_inputs(change, message: str) -> None:
     ],
 )
 def test_matches_reference_at_serving_sizes(bs: int, n: int, max_prefix_len: int, num_kv_heads: int,
-                                            group: int, head_dim: int) -> None:  # fmt: skip
+                                            group: int, head_dim: int, fused_merge: bool) -> None:  # fmt: skip
     gen = torch.Generator().manual_seed(bs + n)
     prefix_lens = torch.randint(0, max_prefix_len + 1, (bs,), generator=gen)
     prefix_lens[0] = max_prefix_len
     inputs = make_inputs(bs * n, n, prefix_lens.tolist(), num_kv_heads, group, head_dim)
-    assert_accurate(measure(inputs, max_prefix_len))
+    assert_accurate(measure(inputs, max_prefix_len, fused_merge=fused_merge))
 
 
 @needs_triton
 @pytest.mark.gpu
-def test_replays_in_a_cuda_graph_without_host_syncs() -> None:
+@pytest.mark.parametrize("fused_merge", [False, True])
+def test_replays_in_a_cuda_graph_without_host_syncs(fused_merge: bool) -> None:
     first = make_inputs(1, 64, [3000, 17, 5], num_kv_heads=8, group=4, head_dim=128)
     q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, _ = first
     new_mask = tree_mask_from_parents(random_parents(torch.Generator().manual_seed(2), 3, 64), max_depth=63)
@@ -355,15 +373,17 @@ def test_replays_in_a_cuda_graph_without_host_syncs() -> None:
               new_mask.to(DEVICE))  # fmt: skip
     static = [t.clone() for t in first]
     out = torch.empty_like(q)
-    tree_attention(*static, 0.1, 4096, out=out)  # compiles the kernels
+    slots = merge_counter_slots(3, 64, q.shape[1], k_buffer.shape[1], q.shape[2])
+    counters = torch.zeros(slots, dtype=torch.int32, device=DEVICE) if fused_merge else None
+    tree_attention(*static, 0.1, 4096, out=out, merge_counters=counters)  # compiles the kernels
     torch.cuda.set_sync_debug_mode("error")
     try:
-        tree_attention(*static, 0.1, 4096, out=out)
+        tree_attention(*static, 0.1, 4096, out=out, merge_counters=counters)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        tree_attention(*static, 0.1, 4096, out=out)
+        tree_attention(*static, 0.1, 4096, out=out, merge_counters=counters)
     for inputs in (first, second):
         for buf, t in zip(static, inputs):
             buf.copy_(t)
@@ -371,3 +391,4 @@ def test_replays_in_a_cuda_graph_without_host_syncs() -> None:
         want = tree_attention_reference(*inputs, 0.1)
         baseline = tree_attention_reference(*inputs, 0.1, dtype=torch.bfloat16)
         assert (out.double() - want).abs().max() <= 2 * (baseline.double() - want).abs().max() + 1e-6
+        assert counters is None or not counters.any()

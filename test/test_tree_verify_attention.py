@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from jetspec_sglang.kernels import tree_attention_reference
+from jetspec_sglang.kernels.tree_attention import merge_counter_slots
 from jetspec_sglang.sglang import tree_verify_attention as tva
 from jetspec_sglang.tree_layout import ancestor_mask
 
@@ -58,15 +59,19 @@ class TritonAttnBackend(AttentionBackend):
 
 
 def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
-                     max_prefix_len, out, fp32_dot):  # fmt: skip
+                     max_prefix_len, out, fp32_dot, merge_counters=None):  # fmt: skip
     assert fp32_dot == "tf32"  # float32 multiplies as SGLang's Triton attention does
+    reference_kernel.merge_counters.append(merge_counters)
     out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
                                        sm_scale))  # fmt: skip
     return out
 
 
+reference_kernel.merge_counters = []  # what each call was given
+
+
 def layer(**changes) -> types.SimpleNamespace:
-    plain = dict(layer_id=0, tp_q_head_num=HKV * GROUP, qk_head_dim=D, v_head_dim=D, scaling=D**-0.5,
+    plain = dict(layer_id=0, tp_q_head_num=HKV * GROUP, tp_k_head_num=HKV, qk_head_dim=D, v_head_dim=D, scaling=D**-0.5,
                  sliding_window_size=-1, logit_cap=0.0, k_scale=None, is_cross_attention=False,
                  xai_temperature_len=-1, attn_type=types.SimpleNamespace(name="DECODER"))  # fmt: skip
     return types.SimpleNamespace(**{**plain, **changes})
@@ -197,3 +202,34 @@ def test_auto_takes_the_tree_kernel_where_the_backend_can_take_it() -> None:
     triton.page_size = 16
     assert tva.resolve_verify_attention("auto", triton) == "sglang"
     assert tva.resolve_verify_attention("tree", triton) == "tree"  # asked for by name: install says why not
+
+
+def test_split_merge_is_a_second_kernel_unless_fused_is_asked_for(monkeypatch) -> None:
+    monkeypatch.delenv(tva.SPLIT_MERGE_ENV, raising=False)
+    assert tva.select_split_merge() == "kernel"
+    monkeypatch.setenv(tva.SPLIT_MERGE_ENV, "atomic")
+    with pytest.raises(ValueError, match=r"JETSPEC_SPLIT_MERGE must be one of \('kernel', 'fused'\)"):
+        tva.select_split_merge()
+
+
+@pytest.mark.parametrize("choice", ["kernel", "fused"])
+def test_fused_split_merge_hands_every_call_one_zeroed_ticket_buffer(monkeypatch, choice: str) -> None:
+    """With ``fused``, the kernel gets tickets for the mask's every row (a graph of any batch size may read them),
+    the same buffer on every call; with ``kernel``, none."""
+    monkeypatch.setenv(tva.SPLIT_MERGE_ENV, choice)
+    monkeypatch.setattr(tva, "tree_attention", reference_kernel)
+    monkeypatch.setattr(reference_kernel, "merge_counters", [])
+    pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
+    backend = TritonAttnBackend(pool, req_to_token)
+    mask = tva.TreeMaskBuffer(capacity=4, budget=N, device="cpu")
+    tva.install_tree_verify_attention(backend, mask)
+    q = torch.randn(bs * N, HKV * GROUP * D)
+    k = torch.randn(bs * N, HKV * D)
+    for _ in range(2):
+        backend.forward_extend(q, k, k, layer(), forward_batch)
+    first, second = reference_kernel.merge_counters
+    if choice == "kernel":
+        assert first is None and second is None
+        return
+    assert first is second and first.dtype == torch.int32 and not first.any()
+    assert first.numel() == merge_counter_slots(4, N, HKV * GROUP, HKV, D, q.dtype)

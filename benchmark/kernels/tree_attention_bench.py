@@ -2,6 +2,8 @@
 
 - ``ours``: ``jetspec_sglang.kernels.tree_attention``: ``N`` tree nodes per request attend to the
   request's prefix (unmasked) and their ancestors (``[bs, N, ceil(N/32)]`` bitmask).
+- ``fused``: the same with ``merge_counters`` (``JETSPEC_SPLIT_MERGE=fused``): the last prefix split merges the
+  others in the same launch instead of a second kernel.
 - ``flashinfer``: what SGLang 0.5.17 runs for EAGLE target verify with the FlashInfer backend
   (``layers/attention/flashinfer_backend.py``, ``speculative/eagle_info.py::generate_attn_arg_prefill``):
   ``BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")`` with a 512 MiB workspace
@@ -50,7 +52,7 @@ from jetspec_sglang.kernels import (
     tree_attention_reference,
     tree_mask_from_parents,
 )
-from jetspec_sglang.kernels.tree_attention import MIN_SPLIT_KEYS
+from jetspec_sglang.kernels.tree_attention import MIN_SPLIT_KEYS, merge_counter_slots
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.tree import build_tree
 from jetspec_sglang.tree_layout import ancestor_mask, verify_mask
@@ -152,8 +154,13 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
     row["bf16_torch_err"] = baseline_err.item()
     ours_out = torch.empty_like(case["q"])
     grid = args.grid_context or context
+    fused_out = torch.empty_like(case["q"])
+    counters = torch.zeros(merge_counter_slots(bs, n, args.q_heads, args.kv_heads, args.head_dim), dtype=torch.int32,
+                           device=fused_out.device)  # fmt: skip
     paths = {"ours": (lambda: tree_attention(*inputs, sm_scale, grid, out=ours_out, min_split_keys=min_split_keys),
-                      ours_out)}  # fmt: skip
+                      ours_out),
+             "fused": (lambda: tree_attention(*inputs, sm_scale, grid, out=fused_out, min_split_keys=min_split_keys,
+                                              merge_counters=counters), fused_out)}  # fmt: skip
     if workspace is not None:
         try:  # any FlashInfer failure (JIT build, plan, run) is recorded; ours is still timed
             plan, run, fi_out = flashinfer_verify(case, sm_scale, workspace)
@@ -186,12 +193,13 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
 # (header, row key, format): a missing key (a path not timed) prints "-"
 COLUMNS = (
     ("bs", "bs", "{}"), ("N", "N", "{}"), ("context", "context", "{}"), ("split keys", "min_split_keys", "{}"),
-    ("ours us", "ours_us", "{}"),
+    ("ours us", "ours_us", "{}"), ("fused-merge us", "fused_us", "{}"),
     ("FI us", "flashinfer_us", "{}"), ("FI plan us", "flashinfer_plan_us", "{}"),
     ("FI / ours", "flashinfer_over_ours", "{:.2f}x"), ("bytes moved", "bytes", "{:.3g}"),
     ("ours HBM frac", "ours_hbm_fraction", "{}"), ("FI HBM frac", "flashinfer_hbm_fraction", "{}"),
     ("ours TFLOP/s", "ours_tflops", "{}"), ("FI TFLOP/s", "flashinfer_tflops", "{}"),
-    ("ours err", "ours_err", "{:.2g}"), ("FI err", "flashinfer_err", "{:.2g}"),
+    ("ours err", "ours_err", "{:.2g}"), ("fused-merge err", "fused_err", "{:.2g}"),
+    ("FI err", "flashinfer_err", "{:.2g}"),
     ("bf16 torch err", "bf16_torch_err", "{:.2g}"),
 )  # fmt: skip
 

@@ -147,12 +147,14 @@ def tree_attention(
     num_splits: Optional[int] = None,
     fp32_dot: str = "ieee",
     min_split_keys: int = MIN_SPLIT_KEYS,
+    merge_counters: Optional[Tensor] = None,
 ) -> Tensor:
     """Attention of every tree node to its request's KV prefix (unmasked) and its tree ancestors.
 
     One online softmax over prefix + tree per (node, head), fp32 accumulation. The prefix is
     split across programs when the batch alone would leave the GPU idle (bs 1 at 32k context),
-    and the splits' partial states are merged by a second small kernel. Nothing syncs with
+    and the splits' partial states are merged by a second small kernel, or by the last split to
+    finish when ``merge_counters`` is given (one launch instead of two). Nothing syncs with
     the host and no allocation depends on tensor values, so a CUDA graph can capture the call
     (the split workspace is a ``torch.empty`` sized by the Python ints below).
 
@@ -182,6 +184,9 @@ def tree_attention(
             which SGLang's own Triton attention kernels use. Serving passes ``"tf32"`` so that
             ``--dtype float32`` scores match the target's own attention.
         min_split_keys: the fewest prefix keys worth a split of their own (tests lower it).
+        merge_counters: int32, contiguous, all zero, at least ``merge_counter_slots`` of them: the tickets
+            by which the last split of each program column merges; the call leaves them zero. One buffer
+            serves every call issued on one stream after another.
 
     Returns:
         ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
@@ -215,6 +220,8 @@ def tree_attention(
     num_kv_heads = k_buffer.shape[1]
     block_m, block_n, num_warps, num_stages = _tile_config(head_dim, n * group, q.element_size())
     row_tiles = _cdiv(n * group, block_m)
+    if merge_counters is not None:
+        _check_merge_counters(merge_counters, row_tiles * bs * num_kv_heads, q.device)
     if num_splits is None:
         programs = row_tiles * bs * num_kv_heads
         num_splits = min(_cdiv(2 * _sm_count(q.device), programs), _cdiv(max_prefix_len, min_split_keys), MAX_SPLITS)
@@ -225,22 +232,43 @@ def tree_attention(
         part_l = torch.empty_like(part_m)
     else:
         part_acc = part_m = part_l = out  # not read: the kernel writes out directly
+    fused_merge = num_splits > 1 and merge_counters is not None
     kernels.tree_attention_fwd[(row_tiles, bs * num_kv_heads, num_splits)](
-        q, k_buffer, v_buffer, out, part_acc, part_m, part_l,
+        q, k_buffer, v_buffer, out, part_acc, part_m, part_l, merge_counters if fused_merge else prefix_lens,
         req_to_token, req_pool_indices, prefix_lens, tree_mask,
         sm_scale * LOG2_E, n, tree_mask.shape[2], num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         out.stride(0), out.stride(1), req_to_token.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
-        DOT_PRECISION=fp32_dot if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
+        DOT_PRECISION=fp32_dot if q.dtype == torch.float32 else "tf32", FUSED_MERGE=fused_merge,
+        num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
-    if num_splits > 1:
+    if num_splits > 1 and not fused_merge:
         kernels.merge_splits[(total_q, num_q_heads)](
             out, part_acc, part_m, part_l, prefix_lens, n, min_split_keys, num_splits, total_q, num_q_heads,
             out.stride(0), out.stride(1),
             SPLITS=_next_power_of_2(num_splits), HEAD_DIM=head_dim, num_warps=MERGE_WARPS,
         )  # fmt: skip
     return out
+
+
+def merge_counter_slots(bs: int, n: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
+                        dtype: torch.dtype = torch.bfloat16) -> int:
+    """How many ``merge_counters`` a ``tree_attention`` call of these sizes reads: one per program column
+    (row tile, request, kv head)."""
+    rows = n * (num_q_heads // num_kv_heads)
+    block_m = _tile_config(head_dim, rows, torch.empty(0, dtype=dtype).element_size())[0]
+    return _cdiv(rows, block_m) * bs * num_kv_heads
+
+
+def _check_merge_counters(counters: Tensor, needed: int, device: torch.device) -> None:
+    if (counters.dtype != torch.int32 or counters.dim() != 1 or not counters.is_contiguous()
+            or counters.device != device):
+        raise ValueError(f"merge_counters must be a contiguous 1-d int32 on {device}, got {counters.dtype} "
+                         f"{tuple(counters.shape)} on {counters.device}")  # fmt: skip
+    if counters.numel() < needed:
+        raise ValueError(f"merge_counters holds {counters.numel()} tickets, this call needs {needed} "
+                         "(merge_counter_slots)")
 
 
 def _tile_config(head_dim: int, rows: int, element_size: int = 2) -> tuple[int, int, int, int]:

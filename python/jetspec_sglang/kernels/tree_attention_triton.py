@@ -7,7 +7,8 @@ prefix (at least one), read on the device, so a short prefix in a graph captured
 costs no empty work. Active split ``s`` attends its slice of the prefix; the last active split also
 takes the tree keys under the ancestor bitmask. A request with one active split writes the output
 directly; with several, each writes its unnormalised state ``(acc, m, l)`` and ``merge_splits``
-combines them. Scores are in log2 units
+combines them, or, with ``FUSED_MERGE``, the last of them to finish does (a ticket counter per program
+column, taken with an acquire-release atomic and left at zero), which saves the second launch. Scores are in log2 units
 (``exp2``), accumulators fp32. float32 inputs multiply as ``DOT_PRECISION`` says: IEEE fp32 for the
 accuracy tests, TF32 in serving, as SGLang's Triton attention does.
 
@@ -39,11 +40,12 @@ def _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISIO
 @triton.jit
 def tree_attention_fwd(
     Q, K, V, O, part_acc, part_m, part_l,  # part_*: unused (any pointer) when SPLIT is False
+    counters,  # int32 [row tiles * bs * Hkv], zero: the merge tickets with FUSED_MERGE (else unused)
     req_to_token, req_pool_indices, prefix_lens, tree_mask,
     qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, FUSED_MERGE: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1) // num_kv_heads
     kv_head = tl.program_id(1) % num_kv_heads
@@ -102,16 +104,49 @@ def tree_attention_fwd(
     o_ptrs = O + token[:, None] * stride_ot + head[:, None] * stride_oh + dims[None, :]
     if SPLIT:
         if is_active:
-            if active > 1:  # this split's state, for merge_splits
+            if active > 1:  # this split's state, for merge_splits or the last split
                 at = (split * total_q + token).to(tl.int64) * num_q_heads + head  # [num_splits, total_q, Hq] index
                 tl.store(part_acc + at[:, None] * HEAD_DIM + dims[None, :], acc, mask=row_ok[:, None])
                 tl.store(part_m + at, m_i, mask=row_ok)
                 tl.store(part_l + at, l_i, mask=row_ok)
+                if FUSED_MERGE:
+                    _merge_if_last(O, part_acc, part_m, part_l, counters, o_ptrs, token, head, row_ok, active,
+                                   total_q, num_q_heads, BLOCK_M, HEAD_DIM)
             else:  # the request's only split: the output itself
                 tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
     else:
         o = acc / l_i[:, None]
         tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _merge_if_last(O, part_acc, part_m, part_l, counters, o_ptrs, token, head, row_ok, active, total_q, num_q_heads,
+                   BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """After a split stored its state: the last of the ``active`` splits of this (row tile, request, kv head) to get
+    here merges all of them into ``O``, as ``merge_splits`` would, and resets the ticket.
+
+    The barrier orders every thread's stores before the ticket; the ticket's release and acquire (GPU scope)
+    make the other splits' states visible to the last one, which reads them past L1 (``.cg``).
+    """
+    tl.debug_barrier()
+    ticket_at = counters + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == active - 1:
+        dims = tl.arange(0, HEAD_DIM)
+        m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        for s in range(0, active):
+            at = (s * total_q + token).to(tl.int64) * num_q_heads + head
+            m = tl.maximum(m, tl.load(part_m + at, mask=row_ok, other=float("-inf"), cache_modifier=".cg"))
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        l_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for s in range(0, active):
+            at = (s * total_q + token).to(tl.int64) * num_q_heads + head
+            weight = tl.math.exp2(tl.load(part_m + at, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m)
+            l_sum += weight * tl.load(part_l + at, mask=row_ok, other=0.0, cache_modifier=".cg")
+            acc_s = tl.load(part_acc + at[:, None] * HEAD_DIM + dims[None, :], mask=row_ok[:, None], other=0.0,
+                            cache_modifier=".cg")
+            acc += weight[:, None] * acc_s
+        tl.store(o_ptrs, (acc / l_sum[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
+        tl.atomic_xchg(ticket_at, 0, sem="relaxed", scope="gpu")
 
 
 @triton.jit

@@ -22,6 +22,13 @@ on both measured targets (``benchmark/results/step_breakdown_h200/``, ``side_by_
   A sixth-session run had it slower on SmolLM2. That run predates the mask kernel's compile at startup (its
   first use per budget compiled mid-run), the likely cause; narrow targets kept SGLang's attention until then.
 SGLang still builds its own verify mask (the verify inputs need it for other backends).
+
+``JETSPEC_SPLIT_MERGE`` says how the kernel's prefix splits are merged: ``kernel`` (the default) launches
+``merge_splits`` after each layer's attention, ``fused`` lets the last split to finish merge in the same launch
+(one launch a layer instead of two: 30 fewer a SmolLM2 step at small batches, where serving's grid, sized
+for the full context, always has splits). It is
+opt-in until a GPU run shows it exact and faster: its CPU tests run it in Triton's interpreter, one program at a
+time, so they cannot show its cross-program ordering.
 """
 
 from __future__ import annotations
@@ -32,9 +39,18 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..kernels.tree_attention import DTYPES, HEAD_DIMS, build_tree_mask, tree_attention, tree_mask_from_parents
+from ..kernels.tree_attention import (
+    DTYPES,
+    HEAD_DIMS,
+    build_tree_mask,
+    merge_counter_slots,
+    tree_attention,
+    tree_mask_from_parents,
+)
 
 CHOICES = ("auto", "sglang", "tree")
+SPLIT_MERGE_ENV = "JETSPEC_SPLIT_MERGE"
+SPLIT_MERGE_CHOICES = ("kernel", "fused")
 # SGLang 0.5.17's Triton attention kernels call tl.dot without input_precision, so float32 multiplies in
 # TF32; ours does the same in serving, so --dtype float32 runs score the tree as the target's own
 # attention would. With IEEE fp32 dots the fp32 GPU test diverged from plain SGLang on some prompts;
@@ -47,6 +63,14 @@ def select_verify_attention(choice: Optional[str] = None) -> str:
     choice = choice or os.environ.get("JETSPEC_VERIFY_ATTENTION", "auto")
     if choice not in CHOICES:
         raise ValueError(f"JETSPEC_VERIFY_ATTENTION must be one of {CHOICES}, got {choice!r}")
+    return choice
+
+
+def select_split_merge(choice: Optional[str] = None) -> str:
+    """``choice``, else ``$JETSPEC_SPLIT_MERGE``, else ``kernel``."""
+    choice = choice or os.environ.get(SPLIT_MERGE_ENV) or "kernel"
+    if choice not in SPLIT_MERGE_CHOICES:
+        raise ValueError(f"{SPLIT_MERGE_ENV} must be one of {SPLIT_MERGE_CHOICES}, got {choice!r}")
     return choice
 
 
@@ -113,7 +137,7 @@ def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> "TreeVe
     refusal = tree_attention_refusal(backend)
     if refusal is not None:
         raise ValueError(refusal)
-    backend.forward_extend = TreeVerifyForwardExtend(backend, mask)
+    backend.forward_extend = TreeVerifyForwardExtend(backend, mask, fused_merge=select_split_merge() == "fused")
     return backend.forward_extend
 
 
@@ -124,13 +148,18 @@ class TreeVerifyForwardExtend:
     (same signature), which every other call goes to; the KV write mirrors its ``_set_kv_buffer`` for a
     plain MHA pool without DCP. ``deferred_verify_layers`` counts the TARGET_VERIFY calls it sent to SGLang's
     kernel, the only reader of the backend's verify metadata (``verify_metadata.skip_unread_refill``).
+    ``fused_merge``: the kernel's last split merges (``JETSPEC_SPLIT_MERGE=fused``), with tickets in
+    ``merge_counters``, allocated at the first call (SGLang's eager warm-up, before any graph is captured) for the
+    mask's full capacity, so that every captured graph reads the same buffer.
     """
 
-    def __init__(self, backend: Any, mask: TreeMaskBuffer) -> None:
+    def __init__(self, backend: Any, mask: TreeMaskBuffer, fused_merge: bool = False) -> None:
         self.backend = backend
         self.mask = mask
         self.sglang_forward_extend = backend.forward_extend
         self.deferred_verify_layers = 0
+        self.fused_merge = fused_merge
+        self.merge_counters: Optional[Tensor] = None
 
     def __call__(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
                  save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
@@ -158,8 +187,22 @@ class TreeVerifyForwardExtend:
             backend.max_context_len,
             out=out.view(-1, heads, head_dim),
             fp32_dot=SGLANG_FP32_DOT,
+            merge_counters=self._merge_counters(q, heads, layer.tp_k_head_num, head_dim) if self.fused_merge else None,
         )
         return out
+
+    def _merge_counters(self, q: Tensor, heads: int, kv_heads: int, head_dim: int) -> Tensor:
+        """The ticket buffer, sized for the mask's every row; allocated once, never while a graph is captured."""
+        needed = merge_counter_slots(self.mask.buffer.shape[0], self.mask.budget, heads, kv_heads, head_dim, q.dtype)
+        if self.merge_counters is None:
+            if q.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"{SPLIT_MERGE_ENV}=fused: the first tree-attention call came inside a CUDA-graph "
+                                   f"capture, so its merge tickets cannot be allocated; unset {SPLIT_MERGE_ENV}")
+            self.merge_counters = torch.zeros(needed, dtype=torch.int32, device=q.device)
+        elif self.merge_counters.numel() < needed:
+            raise RuntimeError(f"{SPLIT_MERGE_ENV}=fused: layers of different attention shapes need {needed} merge "
+                               f"tickets, {self.merge_counters.numel()} were allocated; unset {SPLIT_MERGE_ENV}")
+        return self.merge_counters
 
 
 def _plain_causal_layer(layer: Any, dtype: torch.dtype, dcp_size: int, kwargs: dict) -> bool:
