@@ -12,10 +12,9 @@ SGLang's kernel layer by layer, and its refill with it.
 
 The draft does not decide what is emitted (the target's verify does), so this changes speed only. ``auto`` (the
 default) takes the tree kernel for a causal head wherever the head's backend can take it: on an H100 it cut the
-head's graph by 0.06-0.10 ms a step on a SmolLM2 shape (bs 1-32) and 0.05-0.06 ms on a Qwen3-8B shape, and
-drafted as well
-(``benchmark/results/step_breakdown_h100/``, ``sglang_plugin_h100/``, twelfth session). ``tree`` asks for it
-and warns where it cannot be had; ``sglang`` keeps SGLang's kernel. The same installation with a tree mask
+head's graph by 0.06-0.10 ms a step on a SmolLM2 shape (bs 1-32) and 0.05-0.06 ms on a Qwen3-8B shape, and drafted
+as well (``benchmark/results/step_breakdown_h100/``, ``sglang_plugin_h100/``, twelfth session). ``tree`` asks for
+it and warns where it cannot be had; ``sglang`` keeps SGLang's kernel. The same installation with a tree mask
 instead of a chain is the draft-side mask that path-conditioned drafting needs.
 """
 

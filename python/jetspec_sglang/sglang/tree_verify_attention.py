@@ -26,9 +26,8 @@ SGLang still builds its own verify mask (the verify inputs need it for other bac
 ``JETSPEC_SPLIT_MERGE`` says how the kernel's prefix splits are merged: ``kernel`` (the default) launches
 ``merge_splits`` after each layer's attention, ``fused`` lets the last split to finish merge in the same launch
 (one launch a layer instead of two: 30 fewer a SmolLM2 step at small batches, where serving's grid, sized
-for the full context, always has splits). It is
-opt-in until a GPU run shows it exact and faster: its CPU tests run it in Triton's interpreter, one program at a
-time, so they cannot show its cross-program ordering.
+for the full context, always has splits). It is opt-in until a GPU run shows it exact and faster: its CPU tests
+run it in Triton's interpreter, one program at a time, so they cannot show its cross-program ordering.
 """
 
 from __future__ import annotations
