@@ -24,6 +24,7 @@ JETSPEC_VARIANTS = {
     "jetspec-sglang-inputs": {"JETSPEC_VERIFY_INPUTS": "sglang"},  # verify inputs from SGLang's tree kernel
     "jetspec-sglang-accept": {"JETSPEC_GREEDY_ACCEPT": "0"},  # greedy acceptance by SGLang's run_eagle_verify
     "jetspec-fixed": {"JETSPEC_VERIFY_TOKENS": "0"},  # the full budget at every batch size
+    "jetspec-cap256": {"JETSPEC_VERIFY_TOKENS": "256"},  # budgets halved until bs * budget <= 256 tokens
     "jetspec-replay-metadata": {"JETSPEC_GRAPH_METADATA": "0"},  # SGLang's attention metadata refill before replays
     "jetspec-torch-draft-inputs": {"JETSPEC_DRAFT_INPUTS": "torch"},  # the head's block inputs by six torch ops
     "jetspec-sglang-verify-prep": {"JETSPEC_DIRECT_VERIFY": "0"},  # greedy verify through SGLang's preparation and runner

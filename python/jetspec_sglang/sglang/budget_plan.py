@@ -12,7 +12,11 @@ never fewer than the draft block (``depth + 1``) so that a full-depth chain stil
 Where the extra tokens start to cost depends on the target's width. The default cap is
 ``128 * (4096 / hidden_size) ** 1.5`` tokens, never below 128: fitted to the two shapes measured,
 128 for the Qwen3-8B shape and about 2400 for SmolLM2-135M (hidden 576), where 2048 verify tokens
-cost about what 256 do because the step is bound by the host, not the GPU. ``JETSPEC_VERIFY_TOKENS=N``
+cost about what 256 did while the step was bound by the host (H200, fifth session). Since the step is GPU-bound
+(the direct verify path), that no longer holds: on an H100 a SmolLM2-shaped step at bs 16 cost 1.80 plain steps
+at budget 16 (256 tokens) and 3.28 at budget 128 (2048 tokens; ``benchmark/results/step_breakdown_h100/``, twelfth
+session), which suggests a cap near 256 there. The default stays until a run with a trained head measures the
+trade of accepted length against that cost (variant ``jetspec-cap256``). ``JETSPEC_VERIFY_TOKENS=N``
 sets the cap for a deployment (``benchmark/step_breakdown.py`` measures what each budget costs
 there); ``0`` verifies the full budget at every batch size. This module imports no sglang so it can
 be tested on CPUs.
