@@ -18,8 +18,11 @@ prompts (``--new-tokens`` each, ``ignore_eos``, greedy). Reported per (configura
   between steps (host work the GPU waited for), from the worker's opt-in CUDA-event profiler
   (``JETSPEC_PROFILE_STEPS``, see ``jetspec_sglang/sglang/step_profiler.py``): the median over
   the profiler's steady-state windows at that bs;
+- for JETSPEC, each phase and named lap (e.g. ``target_forward`` and ``accept`` inside verify) in plain steps,
+  and the largest phase, in a second table: where a goal of G plain steps is missed, the phases near or above
+  their share of G are what holds it back;
 - for JETSPEC, the host time of the same phases and of the worker's named laps inside them (from the
-  same profiler's host clock), in a second table: a phase whose host time is about its GPU-timeline
+  same profiler's host clock), in a third table: a phase whose host time is about its GPU-timeline
   time is host bound.
 
 ``--trace W:K`` also traces ``K`` JETSPEC decode steps on the host after ``W``
@@ -161,6 +164,29 @@ def laps_cell(times: dict[str, float]) -> str:
     return ", ".join(f"{k} {v}" for k, v in times.items() if k not in (*PHASES, "gap", "step")) or "-"
 
 
+def phase_share_table(rows: list[dict], plain: dict[int, dict]) -> list[str]:
+    """Markdown lines: each phase and GPU lap of each JETSPEC row in plain steps (plain's log step at that bs), and
+    the largest phase: against a goal of G plain steps for the whole step, a phase near G holds it back alone."""
+    shares = []
+    for r in rows:
+        base = plain.get(r["bs"], {}).get("log_step_ms")
+        times = {k: v for k, v in r["phases_ms"].items() if k != "step"}
+        if r["config"] != "plain" and base and times:
+            shares.append((r, {k: v / base for k, v in times.items()}))
+    if not shares:
+        return []
+    names = list(dict.fromkeys(k for _, share in shares for k in share))
+    lines = ["", "Each phase and lap in plain steps (its GPU time over plain's log step at the same bs):", "",
+             "| config | bs | " + " | ".join(names) + " | largest phase |",
+             "| --- | --- | " + " | ".join("---" for _ in names) + " | --- |"]
+    for r, share in shares:
+        phases = {k: v for k, v in share.items() if k in (*PHASES, "gap")}
+        largest = max(phases, key=phases.get) if phases else "-"
+        cells = [f"{share[k]:.2f}" if k in share else "-" for k in names]
+        lines.append(f"| {r['config']} | {r['bs']} | " + " | ".join(cells) + f" | {largest} |")
+    return lines
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     plain = {r["bs"]: r for r in rows if r["config"] == "plain"}
     cols = [*PHASES, "gap"]
@@ -176,6 +202,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         cells = [str(r["phases_ms"].get(c, "-")) for c in cols] + [str(r.get("budget") or "-"), laps_cell(r["phases_ms"])]
         lines.append(f"| {r['config']} | {r['bs']} | {r['step_ms']} | {ratio} | {log_step or '-'} | {log_ratio} | "
                      f"{r['tau']} | " + " | ".join(cells) + " |")
+    lines += phase_share_table(rows, plain)
     hosted = [r for r in rows if r.get("host_ms")]
     if hosted:
         lines += ["", "Host time per step (ms; the worker's Python issuing each phase, and its named laps):", "",

@@ -194,6 +194,19 @@ def test_markdown_lists_host_traces() -> None:
     assert "  - GPU per step over 16 steps: draft graph 179 us (54 kernels) (`trace_kernels.py`" in text
 
 
+def test_markdown_puts_each_phase_in_plain_steps() -> None:
+    rows = [{"config": "plain", "bs": 1, "step_ms": 1.2, "log_step_ms": 1.0, "tau": 1.0, "phases_ms": {}},
+            {"config": "jetspec:128", "bs": 1, "step_ms": 2.2, "log_step_ms": 2.0, "tau": 1.0,
+             "phases_ms": {"draft": 0.3, "tree": 0.05, "verify": 1.5, "commit": 0.0, "gap": 0.1, "step": 1.95,
+                           "target_forward": 1.25, "accept": 0.25}},
+            {"config": "jetspec:128", "bs": 4, "step_ms": 3.0, "tau": 1.0, "phases_ms": {"verify": 2.0}}]  # no plain
+    text = load_benchmark("step_breakdown").markdown({"model": "m"}, rows)
+    table = text.split("Each phase and lap in plain steps", 1)[1]
+    assert "| config | bs | draft | tree | verify | commit | gap | target_forward | accept | largest phase |" in table
+    assert "| jetspec:128 | 1 | 0.30 | 0.05 | 1.50 | 0.00 | 0.10 | 1.25 | 0.25 | verify |" in table
+    assert "| jetspec:128 | 4 |" not in table
+
+
 def test_log_step_is_the_steady_state_of_sglang_decode_lines() -> None:
     """``1000 * bs * accept len / gen throughput`` over the intervals at that bs, the first (the batch's start) left
     out; plain lines carry no accept length."""
