@@ -257,7 +257,7 @@ def merge_counter_slots(bs: int, n: int, num_q_heads: int, num_kv_heads: int, he
     """How many ``merge_counters`` a ``tree_attention`` call of these sizes reads: one per program column
     (row tile, request, kv head)."""
     rows = n * (num_q_heads // num_kv_heads)
-    block_m = _tile_config(head_dim, rows, torch.empty(0, dtype=dtype).element_size())[0]
+    block_m = _tile_config(head_dim, rows, dtype.itemsize)[0]
     return _cdiv(rows, block_m) * bs * num_kv_heads
 
 

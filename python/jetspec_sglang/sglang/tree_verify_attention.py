@@ -191,16 +191,14 @@ class TreeVerifyForwardExtend:
         return out
 
     def _merge_counters(self, q: Tensor, heads: int, kv_heads: int, head_dim: int) -> Tensor:
-        """The ticket buffer, sized for the mask's every row; allocated once, never while a graph is captured."""
-        needed = merge_counter_slots(self.mask.buffer.shape[0], self.mask.budget, heads, kv_heads, head_dim, q.dtype)
+        """The ticket buffer, allocated at the first call for the mask's every row, never while a graph is captured
+        (``tree_attention`` refuses a later call that would need more)."""
         if self.merge_counters is None:
             if q.is_cuda and torch.cuda.is_current_stream_capturing():
                 raise RuntimeError(f"{SPLIT_MERGE_ENV}=fused: the first tree-attention call came inside a CUDA-graph "
                                    f"capture, so its merge tickets cannot be allocated; unset {SPLIT_MERGE_ENV}")
-            self.merge_counters = torch.zeros(needed, dtype=torch.int32, device=q.device)
-        elif self.merge_counters.numel() < needed:
-            raise RuntimeError(f"{SPLIT_MERGE_ENV}=fused: layers of different attention shapes need {needed} merge "
-                               f"tickets, {self.merge_counters.numel()} were allocated; unset {SPLIT_MERGE_ENV}")
+            slots = merge_counter_slots(self.mask.buffer.shape[0], self.mask.budget, heads, kv_heads, head_dim, q.dtype)
+            self.merge_counters = torch.zeros(slots, dtype=torch.int32, device=q.device)
         return self.merge_counters
 
 
