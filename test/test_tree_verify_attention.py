@@ -60,14 +60,15 @@ class TritonAttnBackend(AttentionBackend):
 
 def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
                      max_prefix_len, out, fp32_dot, merge_counters=None):  # fmt: skip
-    assert fp32_dot == "tf32"  # float32 multiplies as SGLang's Triton attention does
+    reference_kernel.fp32_dots.append(fp32_dot)
     reference_kernel.merge_counters.append(merge_counters)
     out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
                                        sm_scale))  # fmt: skip
     return out
 
 
-reference_kernel.merge_counters = []  # what each call was given
+reference_kernel.fp32_dots = []  # what each call was given
+reference_kernel.merge_counters = []
 
 
 def layer(**changes) -> types.SimpleNamespace:
@@ -217,19 +218,44 @@ def test_fused_split_merge_hands_every_call_one_zeroed_ticket_buffer(monkeypatch
     """With ``fused``, the kernel gets tickets for the mask's every row (a graph of any batch size may read them),
     the same buffer on every call; with ``kernel``, none."""
     monkeypatch.setenv(tva.SPLIT_MERGE_ENV, choice)
-    monkeypatch.setattr(tva, "tree_attention", reference_kernel)
-    monkeypatch.setattr(reference_kernel, "merge_counters", [])
-    pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
-    backend = TritonAttnBackend(pool, req_to_token)
-    mask = tva.TreeMaskBuffer(capacity=4, budget=N, device="cpu")
-    tva.install_tree_verify_attention(backend, mask)
-    q = torch.randn(bs * N, HKV * GROUP * D)
-    k = torch.randn(bs * N, HKV * D)
-    for _ in range(2):
-        backend.forward_extend(q, k, k, layer(), forward_batch)
+    verify_through_the_stand_in(monkeypatch, calls=2)
     first, second = reference_kernel.merge_counters
     if choice == "kernel":
         assert first is None and second is None
         return
     assert first is second and first.dtype == torch.int32 and not first.any()
-    assert first.numel() == merge_counter_slots(4, N, HKV * GROUP, HKV, D, q.dtype)
+    assert first.numel() == merge_counter_slots(4, N, HKV * GROUP, HKV, D, torch.float32)
+
+
+@pytest.mark.parametrize("default,want", [(None, "tf32"), ("ieee", "ieee"), ("tf32x3", "tf32x3")])
+def test_float32_multiplies_as_tritons_default_says(monkeypatch, default, want: str) -> None:
+    """SGLang's Triton attention multiplies float32 as Triton's default says (TF32 unless ``$TRITON_F32_DEFAULT``
+    names another); the tree kernel does too, so an fp32 target scores the tree as its own attention would."""
+    if default is None:
+        monkeypatch.delenv(tva.TRITON_FP32_ENV, raising=False)
+    else:
+        monkeypatch.setenv(tva.TRITON_FP32_ENV, default)
+    verify_through_the_stand_in(monkeypatch, calls=1)
+    assert reference_kernel.fp32_dots == [want]
+
+
+def test_a_float32_default_the_kernel_cannot_follow_is_refused_at_install(monkeypatch) -> None:
+    monkeypatch.setenv(tva.TRITON_FP32_ENV, "bf16x3")
+    backend = TritonAttnBackend(*verify_batch([7])[:2])
+    with pytest.raises(ValueError, match=r"TRITON_F32_DEFAULT must be one of .* got 'bf16x3'; unset it"):
+        tva.install_tree_verify_attention(backend, tva.TreeMaskBuffer(capacity=1, budget=N, device="cpu"))
+
+
+def verify_through_the_stand_in(monkeypatch, calls: int) -> None:
+    """Installs the verify attention on a stand-in backend, with ``reference_kernel`` as the kernel (its lists start
+    empty), and runs ``calls`` float32 verify layers through it."""
+    monkeypatch.setattr(tva, "tree_attention", reference_kernel)
+    monkeypatch.setattr(reference_kernel, "fp32_dots", [])
+    monkeypatch.setattr(reference_kernel, "merge_counters", [])
+    pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
+    backend = TritonAttnBackend(pool, req_to_token)
+    tva.install_tree_verify_attention(backend, tva.TreeMaskBuffer(capacity=4, budget=N, device="cpu"))
+    q = torch.randn(bs * N, HKV * GROUP * D)
+    k = torch.randn(bs * N, HKV * D)
+    for _ in range(calls):
+        backend.forward_extend(q, k, k, layer(), forward_batch)

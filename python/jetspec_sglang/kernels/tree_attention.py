@@ -180,9 +180,10 @@ def tree_attention(
             buffer); allocated when ``None``. Every row is written.
         num_splits: prefix splits per (row tile, request, kv head), at most 64; chosen from the
             GPU's SM count and ``max_prefix_len`` when ``None``.
-        fp32_dot: how float32 inputs multiply: ``"ieee"`` (exact fp32) or ``"tf32"``, Triton's default,
-            which SGLang's own Triton attention kernels use. Serving passes ``"tf32"`` so that
-            ``--dtype float32`` scores match the target's own attention.
+        fp32_dot: how float32 inputs multiply, as ``tl.dot``'s ``input_precision``: ``"ieee"`` (exact fp32),
+            ``"tf32"`` (Triton's default, which SGLang's own Triton attention kernels use) or ``"tf32x3"``.
+            Serving passes what SGLang's kernels use (``sglang_fp32_dot``), so that ``--dtype float32``
+            scores match the target's own attention.
         min_split_keys: the fewest prefix keys worth a split of their own (tests lower it).
         merge_counters: int32, contiguous, all zero, at least ``merge_counter_slots`` of them: the tickets
             by which the last split of each program column merges; the call leaves them zero. One buffer
@@ -202,8 +203,8 @@ def tree_attention(
         True
     """
     bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
-    if fp32_dot not in ("ieee", "tf32"):
-        raise ValueError(f"fp32_dot must be 'ieee' or 'tf32', got {fp32_dot!r}")
+    if fp32_dot not in ("ieee", "tf32", "tf32x3"):
+        raise ValueError(f"fp32_dot must be 'ieee', 'tf32' or 'tf32x3', got {fp32_dot!r}")
     if max_prefix_len < 0 or min_split_keys < 1 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
         raise ValueError(f"need max_prefix_len >= 0, min_split_keys >= 1 and 1 <= num_splits <= {MAX_SPLITS}, "
                          f"got {max_prefix_len}, {min_split_keys}, {num_splits}")  # fmt: skip
