@@ -10,7 +10,7 @@ from jetspec_sglang import FanoutCap, speculative_generate, target_generate
 from tiny_models import tiny_head, tiny_target
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
 def test_greedy_equals_target_greedy_on_30_prompts(family: str) -> None:
     target = tiny_target(family, layers=4)
     head = tiny_head(target)
@@ -22,9 +22,11 @@ def test_greedy_equals_target_greedy_on_30_prompts(family: str) -> None:
             assert speculative_generate(target, head, prompt, 20, budget=budget, topk=4).tokens == expected
 
 
-def test_greedy_with_high_acceptance_small_vocab() -> None:
-    """An 8-token vocab with K=8: every target choice has a drafted sibling, so paths go deep."""
-    target = tiny_target("qwen3", vocab=8, layers=4, seed=5)
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_greedy_with_high_acceptance_small_vocab(family: str) -> None:
+    """An 8-token vocab with K=8: every target choice has a drafted sibling, so paths go deep (and, with
+    Gemma-3's 8-token window, deeper than the window reaches back into the prefix)."""
+    target = tiny_target(family, vocab=8, layers=4, seed=5)
     head = tiny_head(target, block_size=8)
     gen = torch.Generator().manual_seed(4)
     taus = []
@@ -38,8 +40,10 @@ def test_greedy_with_high_acceptance_small_vocab() -> None:
     assert sum(taus) / len(taus) > 2.0, "this setup must accept several drafts per step"
 
 
-def test_match_with_hf_generate() -> None:
-    target = tiny_target("llama", layers=3)
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_match_with_hf_generate(family: str) -> None:
+    """Our plain decoding is HF's (for Gemma-3: its sliding cache against our full one and the window's mask)."""
+    target = tiny_target(family, layers=3)
     prompt = torch.randint(0, 97, (1, 9), generator=torch.Generator().manual_seed(0))
     hf = target.generate(prompt, max_new_tokens=15, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert target_generate(target, prompt, 15).tokens == hf[0, 9:].tolist()
@@ -104,3 +108,18 @@ def test_sampling_keeps_the_target_distribution(temperature: float, top_k: int, 
     assert counts[~keep].sum() == 0, "sampled a token the filtered target cannot produce"
     expected_counts = expected[keep] / expected[keep].sum() * draws
     assert chisquare(counts[keep].numpy(), expected_counts.numpy()).pvalue > 1e-3
+
+
+def test_layer_kinds_the_reference_engine_cannot_mask_are_refused() -> None:
+    from types import SimpleNamespace
+
+    from jetspec_sglang.hf_target import attention_layer_types
+
+    assert attention_layer_types(SimpleNamespace()) == (("full_attention",), None)
+    assert attention_layer_types(SimpleNamespace(sliding_window=4096)) == (("sliding_attention",), 4096)  # Mistral
+    mixed = SimpleNamespace(sliding_window=512, layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    assert attention_layer_types(mixed) == (("sliding_attention", "full_attention"), 512)
+    with pytest.raises(NotImplementedError, match=r"not \['chunked_attention'\] layers"):
+        attention_layer_types(SimpleNamespace(layer_types=["chunked_attention", "full_attention"]))
+    with pytest.raises(ValueError, match="no sliding_window"):
+        attention_layer_types(SimpleNamespace(sliding_window=None, layer_types=["sliding_attention"]))

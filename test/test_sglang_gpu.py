@@ -292,6 +292,38 @@ def test_tiny_fp32_long_prompts_are_token_identical_whichever_merges_the_splits(
     assert_identical_with_radix_repeat((tiny_long_plain, *runs))
 
 
+@pytest.fixture(scope="module")
+def tiny_gemma3(tmp_path_factory) -> tuple[str, str]:
+    """A random fp32 Gemma-3 text model (8-token vocab; every second layer slides over a 16-token window, as
+    Gemma-3's local layers do over 512) and a random causal head for it."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from jetspec_sglang import DraftHead, DraftHeadConfig
+
+    root = tmp_path_factory.mktemp("gemma3")
+    kinds = ("sliding_attention", "full_attention")
+    config = Gemma3TextConfig(vocab_size=TINY_VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=6,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=64, query_pre_attn_scalar=64,
+                              sliding_window=16, layer_types=[kinds[i % 2] for i in range(6)],
+                              max_position_embeddings=2048, initializer_range=0.2, bos_token_id=0, eos_token_id=1,
+                              pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).float().save_pretrained(root / "target")
+    head = DraftHead(DraftHeadConfig.for_target(config, num_hidden_layers=2, block_size=8))
+    head.float().save_pretrained(root / "head")
+    return str(root / "target"), str(root / "head")
+
+
+def test_tiny_fp32_sliding_window_target_is_token_identical(tiny_gemma3) -> None:
+    """Gemma-3's layer mix: sliding-window layers verify through SGLang's attention, full ones through ours, and
+    every context outgrows the window (3-40 prompt tokens, 64 new). Token-identical to plain SGLang in fp32."""
+    prompts = tiny_prompts(8, seed=7)
+    with environment(**EXACT_FP32_DOTS):
+        (plain,) = run_engine(tiny_gemma3[0], [prompts], greedy(64), dtype="float32")
+    runs = jetspec_runs(tiny_gemma3, prompts=prompts, **EXACT_FP32_DOTS)
+    assert_identical_with_radix_repeat((plain, *runs))
+
+
 def assert_same_trees(runs: tuple, other: tuple) -> None:
     """``other`` is lossless, and each request's accepted length equals its length in ``runs``."""
     assert_identical_with_radix_repeat(other)

@@ -7,15 +7,29 @@ import torch
 
 def tiny_target(family: str, *, vocab: int = 97, hidden: int = 64, layers: int = 6, seed: int = 0,
                 dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A random-weight HF causal LM of the given family (``llama`` or ``qwen3``), in eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    """A random-weight HF causal LM of the given family (``llama``, ``qwen3``, or ``gemma3``: Gemma-3's layer mix,
+    every second layer sliding over an 8-token window, so that tests' contexts outgrow it), in eval mode."""
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
-    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+               "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}
     config_cls, model_cls = classes[family]
+    extra = {}
+    if family == "gemma3":
+        kinds = ("sliding_attention", "full_attention")
+        extra = dict(sliding_window=8, layer_types=[kinds[i % 2] for i in range(layers)],
+                     query_pre_attn_scalar=hidden // 4)
     config = config_cls(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=1024,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, **extra,
     )
     torch.manual_seed(seed)
     return model_cls(config).to(dtype).eval()
