@@ -55,11 +55,19 @@ CASES = {
     "float32 (IEEE dots), GQA 4": dict(n=16, prefix_lens=[97, 5], num_kv_heads=1, group=4, dtype="float32"),
     "float32, 2 splits and 1, N 100": dict(n=100, prefix_lens=[70, 0], num_kv_heads=2, group=1, num_splits=2,
                                            dtype="float32", min_split_keys=32),
+    "window 2: nodes see the prefix's last keys and near ancestors": dict(n=16, prefix_lens=[97, 5], num_kv_heads=1,
+                                                                         group=4, sliding_window=2),
+    "window 40 over 3 splits: the first splits see nothing": dict(n=16, prefix_lens=[97, 40, 0], num_kv_heads=2,
+                                                                 group=2, num_splits=3, min_split_keys=32,
+                                                                 sliding_window=40),
+    "float32, window 0: each node sees itself only": dict(n=8, prefix_lens=[20, 3], num_kv_heads=1, group=2,
+                                                         dtype="float32", sliding_window=0),
 }  # fmt: skip
 # Cases with requests of several active splits, run again with the last split merging (``merge_counters``).
 FUSED_MERGE_CASES = ("3 of 3 splits and 1, 3 heads", "2 splits and 1, GQA 4", "4 and 3 splits, N 1",
                      "N 100: 4 mask words, 2 tree tiles, an empty split", "prefix past max_prefix_len",
-                     "float32, 2 splits and 1, N 100")  # fmt: skip
+                     "float32, 2 splits and 1, N 100",
+                     "window 40 over 3 splits: the first splits see nothing")  # fmt: skip
 
 
 def random_parents(gen: torch.Generator, bs: int, n: int) -> torch.Tensor:
@@ -100,19 +108,21 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
 
 
 def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
-            min_split_keys: int = MIN_SPLIT_KEYS, fused_merge: bool = False) -> dict:
+            min_split_keys: int = MIN_SPLIT_KEYS, fused_merge: bool = False, sliding_window: int = -1) -> dict:
     """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference.
-    ``fused_merge``: the last split merges (``merge_counters``), which must leave every ticket at zero."""
+    ``fused_merge``: the last split merges (``merge_counters``), which must leave every ticket at zero.
+    ``sliding_window``: each node at its position, prefix length plus depth, sees that many positions back."""
     q, k_buffer = inputs[0], inputs[1]
     sm_scale = q.shape[-1] ** -0.5
+    window = dict(sliding_window=sliding_window, positions=node_positions(inputs[5], inputs[6]))
     out = torch.full_like(q, float("nan"))
     slots = merge_counter_slots(inputs[-1].shape[0], inputs[-1].shape[1], q.shape[1], k_buffer.shape[1], q.shape[2],
                                 q.dtype)  # fmt: skip
     counters = torch.zeros(slots + 3, dtype=torch.int32, device=q.device) if fused_merge else None
     got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits,
-                         min_split_keys=min_split_keys, merge_counters=counters)
-    want = tree_attention_reference(*inputs, sm_scale)
-    baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype)
+                         min_split_keys=min_split_keys, merge_counters=counters, **window)
+    want = tree_attention_reference(*inputs, sm_scale, **window)
+    baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype, **window)
     return {
         "wrote_out": got is out,
         "nan": bool(got.isnan().any()),
@@ -120,6 +130,13 @@ def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
         "baseline_err": (baseline.double() - want).abs().max().item(),
         "tickets_left": 0 if counters is None else int(counters.abs().sum()),
     }
+
+
+def node_positions(prefix_lens: torch.Tensor, tree_mask: torch.Tensor) -> torch.Tensor:
+    """``[bs * N]`` int64: each node's position, its request's prefix length plus its depth (ancestors, self
+    excluded), as SGLang positions a verified tree."""
+    depth = unpack_tree_mask(tree_mask).sum(-1) - 1
+    return (prefix_lens[:, None].to(torch.int64) + depth).flatten()
 
 
 def assert_accurate(result: dict) -> None:
@@ -173,12 +190,13 @@ def run_cases() -> dict:
     for seed, (name, case) in enumerate(CASES.items()):
         case = dict(case)
         num_splits, max_prefix_len = case.pop("num_splits", None), case.pop("max_prefix_len", None)
-        min_split_keys = case.pop("min_split_keys", MIN_SPLIT_KEYS)
+        min_split_keys, window = case.pop("min_split_keys", MIN_SPLIT_KEYS), case.pop("sliding_window", -1)
         inputs = make_inputs(seed, **case, head_dim=64)
-        results[name] = measure(inputs, max_prefix_len or max(case["prefix_lens"]), num_splits, min_split_keys)
+        bound = max_prefix_len or max(case["prefix_lens"])
+        results[name] = measure(inputs, bound, num_splits, min_split_keys, sliding_window=window)
         if name in FUSED_MERGE_CASES:
-            results[f"{name}, merged by the last split"] = measure(
-                inputs, max_prefix_len or max(case["prefix_lens"]), num_splits, min_split_keys, fused_merge=True)
+            results[f"{name}, merged by the last split"] = measure(inputs, bound, num_splits, min_split_keys,
+                                                                   fused_merge=True, sliding_window=window)
     return results
 
 
@@ -248,7 +266,7 @@ def test_tree_mask_kernel_rejects_a_wrong_buffer() -> None:
 # The kernels' argument types, for compiling them without a launch; unlisted arguments are i32.
 ARG_TYPES = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "part_acc": "*fp32", "part_m": "*fp32",
              "part_l": "*fp32", "counters": "*i32", "req_to_token": "*i32", "req_pool_indices": "*i64",
-             "prefix_lens": "*i32", "tree_mask": "*i32", "qk_scale": "fp32", "parents": "*i64",
+             "prefix_lens": "*i32", "tree_mask": "*i32", "positions": "*i64", "qk_scale": "fp32", "parents": "*i64",
              "out": "*i32"}  # fmt: skip
 
 
@@ -263,18 +281,21 @@ def compile_for_sm90(kernel, constexprs: dict, data: str = "bf16", **options) ->
 
 
 @needs_triton
-@pytest.mark.parametrize("head_dim,rows,group,split,data,dot", [
-    (128, 1024, 4, False, "bf16", "tf32"), (128, 64, 4, True, "bf16", "tf32"), (256, 256, 8, True, "bf16", "tf32"),
-    (64, 3, 1, False, "bf16", "tf32"), (64, 192, 3, True, "fp32", "ieee"), (64, 192, 3, False, "fp32", "tf32"),
+@pytest.mark.parametrize("head_dim,rows,group,split,data,dot,window", [
+    (128, 1024, 4, False, "bf16", "tf32", False), (128, 64, 4, True, "bf16", "tf32", False),
+    (256, 256, 8, True, "bf16", "tf32", False), (64, 3, 1, False, "bf16", "tf32", False),
+    (64, 192, 3, True, "fp32", "ieee", False), (64, 192, 3, False, "fp32", "tf32", False),
+    (256, 64, 4, True, "bf16", "tf32", True), (128, 16, 2, False, "bf16", "tf32", True),
 ])  # fmt: skip
-def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool, data: str, dot: str) -> None:
+def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split: bool, data: str, dot: str,
+                                    window: bool) -> None:
     """The interpreter never runs Triton's compiler; this builds the kernels for sm_90 (no GPU needed)."""
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
     block_m, block_n, num_warps, num_stages = _tile_config(head_dim, rows, 4 if data == "fp32" else 2)
     for fused_merge in (False, True) if split else (False,):
         constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
-                          DOT_PRECISION=dot, FUSED_MERGE=fused_merge)
+                          DOT_PRECISION=dot, FUSED_MERGE=fused_merge, WINDOW=window)
         compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
         compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
@@ -326,6 +347,9 @@ def test_tree_mask_sets_the_sign_bit_for_node_31() -> None:
         (lambda a: a.update(out=a["q"][:1]), "out must be"),
         (lambda a: a.update(max_prefix_len=-1), "max_prefix_len"),
         (lambda a: a.update(fp32_dot="fp16"), "fp32_dot must be"),
+        (lambda a: a.update(sliding_window=4), "a sliding window needs positions: int32 or int64 \\[6\\]"),
+        (lambda a: a.update(sliding_window=4, positions=torch.zeros(5, dtype=torch.int64, device=DEVICE)),
+         "a sliding window needs positions"),
     ],
 )
 def test_rejects_bad_inputs(change, message: str) -> None:
@@ -339,6 +363,7 @@ def test_rejects_bad_inputs(change, message: str) -> None:
 
 @needs_triton
 @pytest.mark.gpu
+@pytest.mark.parametrize("sliding_window", [-1, 511])
 @pytest.mark.parametrize("fused_merge", [False, True])
 @pytest.mark.parametrize(
     "bs,n,max_prefix_len,num_kv_heads,group,head_dim",
@@ -353,12 +378,13 @@ def test_rejects_bad_inputs(change, message: str) -> None:
     ],
 )
 def test_matches_reference_at_serving_sizes(bs: int, n: int, max_prefix_len: int, num_kv_heads: int,
-                                            group: int, head_dim: int, fused_merge: bool) -> None:  # fmt: skip
+                                            group: int, head_dim: int, fused_merge: bool,
+                                            sliding_window: int) -> None:  # fmt: skip
     gen = torch.Generator().manual_seed(bs + n)
     prefix_lens = torch.randint(0, max_prefix_len + 1, (bs,), generator=gen)
     prefix_lens[0] = max_prefix_len
     inputs = make_inputs(bs * n, n, prefix_lens.tolist(), num_kv_heads, group, head_dim)
-    assert_accurate(measure(inputs, max_prefix_len, fused_merge=fused_merge))
+    assert_accurate(measure(inputs, max_prefix_len, fused_merge=fused_merge, sliding_window=sliding_window))
 
 
 @needs_triton

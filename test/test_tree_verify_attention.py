@@ -59,11 +59,11 @@ class TritonAttnBackend(AttentionBackend):
 
 
 def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
-                     max_prefix_len, out, fp32_dot, merge_counters=None):  # fmt: skip
+                     max_prefix_len, out, fp32_dot, merge_counters=None, sliding_window=-1, positions=None):  # fmt: skip
     reference_kernel.fp32_dots.append(fp32_dot)
     reference_kernel.merge_counters.append(merge_counters)
     out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
-                                       sm_scale))  # fmt: skip
+                                       sm_scale, sliding_window=sliding_window, positions=positions))  # fmt: skip
     return out
 
 
@@ -91,17 +91,22 @@ def verify_batch(prefix_lens: list[int], verify: bool = True):
     out_cache_loc = torch.cat([req_to_token[r, p : p + N] for r, p in zip(req_pool_indices.tolist(), prefix_lens)])
     forward_batch = types.SimpleNamespace(
         forward_mode=types.SimpleNamespace(is_target_verify=lambda: verify), req_pool_indices=req_pool_indices,
-        seq_lens=torch.tensor(prefix_lens, dtype=torch.int32), out_cache_loc=out_cache_loc.long())  # fmt: skip
+        seq_lens=torch.tensor(prefix_lens, dtype=torch.int32), out_cache_loc=out_cache_loc.long(),
+        positions=torch.zeros(bs * N, dtype=torch.int64))  # a test's tree sets them: prefix length plus depth
     return pool, req_to_token, forward_batch, bs
 
 
-def brute_force(q, pool, req_to_token, forward_batch, parents) -> torch.Tensor:
-    """Per node and head: softmax over its request's prefix keys and its own tree ancestors (itself included)."""
+def brute_force(q, pool, req_to_token, forward_batch, parents, window: int = -1) -> torch.Tensor:
+    """Per node and head: softmax over its request's prefix keys and its own tree ancestors (itself included),
+    those within ``window`` positions of the node if ``window >= 0`` (a node's position: prefix plus depth)."""
     anc = ancestor_mask(parents, N - 1)
+    depth = anc.sum(-1) - 1
     out = torch.empty(q.shape[0], HKV * GROUP, D, dtype=torch.float64)
     for b, (row, p) in enumerate(zip(forward_batch.req_pool_indices.tolist(), forward_batch.seq_lens.tolist())):
         for i in range(N):
-            keys = req_to_token[row, :p].tolist() + [int(req_to_token[row, p + j]) for j in range(N) if anc[b, i, j]]
+            near = range(p) if window < 0 else range(max(0, p + int(depth[b, i]) - window), p)
+            ancestors = [j for j in range(N) if anc[b, i, j] and (window < 0 or depth[b, i] - depth[b, j] <= window)]
+            keys = [int(req_to_token[row, t]) for t in near] + [int(req_to_token[row, p + j]) for j in ancestors]
             for h in range(HKV * GROUP):
                 scores = pool.k[keys, h // GROUP].double() @ q[b * N + i, h].double() * D**-0.5
                 out[b * N + i, h] = torch.softmax(scores, 0) @ pool.v[keys, h // GROUP].double()
@@ -118,22 +123,27 @@ def installed(monkeypatch):
     return backend, mask, pool, req_to_token, forward_batch, bs
 
 
-def test_verify_attends_to_the_prefix_and_the_ancestors(installed) -> None:
+@pytest.mark.parametrize("window", [-1, 2, 5])
+def test_verify_attends_to_the_prefix_and_the_ancestors(installed, window: int) -> None:
+    """Within the layer's sliding window, if it has one: a node at position p sees positions p - window to p,
+    its prefix's and its ancestors' (their positions are the prefix length plus their depth)."""
     backend, mask, pool, req_to_token, forward_batch, bs = installed
     parents = torch.tensor([[-1, 0, 0, 1, 3], [-1, 0, 1, 0, 2]])
     mask.write(parents, max_depth=N - 1)
+    depth = ancestor_mask(parents, N - 1).sum(-1) - 1
+    forward_batch.positions = (forward_batch.seq_lens[:, None] + depth).flatten().long()
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(bs * N, HKV * GROUP * D, generator=gen)
     k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
-    out = backend.forward_extend(q, k, v, layer(), forward_batch)
+    out = backend.forward_extend(q, k, v, layer(sliding_window_size=window), forward_batch)
     assert backend.sglang_calls == 0 and isinstance(backend.forward_extend, tva.TreeVerifyForwardExtend)
     assert backend.forward_extend.deferred_verify_layers == 0
     assert torch.equal(pool.k[forward_batch.out_cache_loc], k.view(-1, HKV, D))  # the tree's KV, written first
-    want = brute_force(q.view(-1, HKV * GROUP, D), pool, req_to_token, forward_batch, parents)
+    want = brute_force(q.view(-1, HKV * GROUP, D), pool, req_to_token, forward_batch, parents, window)
     torch.testing.assert_close(out.view(-1, HKV * GROUP, D).double(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("change", [dict(sliding_window_size=128), dict(logit_cap=30.0), dict(k_scale=0.5),
+@pytest.mark.parametrize("change", [dict(logit_cap=30.0), dict(k_scale=0.5),
                                     dict(v_head_dim=32), dict(is_cross_attention=True), dict(xai_temperature_len=8),
                                     dict(attn_type=types.SimpleNamespace(name="ENCODER_ONLY"))])  # fmt: skip
 def test_layers_the_kernel_does_not_cover_go_to_sglang(installed, change: dict) -> None:
@@ -259,3 +269,35 @@ def verify_through_the_stand_in(monkeypatch, calls: int) -> None:
     k = torch.randn(bs * N, HKV * D)
     for _ in range(calls):
         backend.forward_extend(q, k, k, layer(), forward_batch)
+
+
+def test_trees_on_sliding_window_layers_need_our_kernel() -> None:
+    """SGLang's Triton verify windows a node by its index in the tree; a target with sliding-window layers serves
+    trees only where every such layer reaches our kernel, and is refused at startup otherwise, with the fix."""
+
+    class Attention(torch.nn.Module):
+        def __init__(self, window: int, sinks: bool = False, **changes) -> None:
+            super().__init__()
+            self.attn = torch.nn.Module()
+            vars(self.attn).update(vars(layer(sliding_window_size=window, **changes)))
+            if sinks:
+                self.sinks = torch.nn.Parameter(torch.zeros(4))
+
+    def model(*layers: Attention) -> torch.nn.Module:
+        return torch.nn.ModuleList(layers)
+
+    triton = TritonAttnBackend(MHATokenToKVPool(1), torch.zeros(1, 1, dtype=torch.int32))
+
+    def refusal(target: torch.nn.Module, attention: str = "tree", topk: int = 8, backend=triton):
+        return tva.windowed_verify_refusal(target, backend, attention, torch.bfloat16, topk)
+
+    gemma = model(Attention(15), Attention(-1))
+    assert refusal(gemma) is None
+    assert refusal(gemma, topk=1) is None  # a chain: SGLang's index is the depth
+    assert refusal(model(Attention(-1)), attention="sglang") is None
+    assert "(JETSPEC_VERIFY_ATTENTION=sglang asks for SGLang's; unset it)" in refusal(gemma, attention="sglang")
+    triton.page_size = 16
+    assert "1 sliding-window layers (e.g. 0.attn) need JETSPEC's tree attention" in refusal(gemma, "sglang")
+    assert "(JETSPEC_VERIFY_ATTENTION=tree needs --page-size 1), so serve a chain" in refusal(gemma, "sglang")
+    assert "layer 0.attn has features" in refusal(model(Attention(127, sinks=True)))  # GPT-OSS
+    assert "--speculative-eagle-topk 1" in refusal(model(Attention(-1), Attention(15, logit_cap=30.0)))

@@ -105,6 +105,8 @@ def tree_attention_reference(
     tree_mask: Tensor,
     sm_scale: float,
     dtype: torch.dtype = torch.float64,
+    sliding_window: int = -1,
+    positions: Optional[Tensor] = None,
 ) -> Tensor:
     """Dense tree attention computed in ``dtype``: the definition ``tree_attention`` implements.
 
@@ -127,6 +129,10 @@ def tree_attention_reference(
         rows = slice(b * n, (b + 1) * n)
         scores = torch.einsum("qhd,khd->hqk", q[rows].to(dtype), k) * sm_scale  # [Hq, N, P + N]
         visible = torch.cat([torch.ones(n, prefix_len, dtype=torch.bool, device=q.device), anc[b]], dim=1)
+        if sliding_window >= 0:
+            node_pos = positions[rows].to(torch.int64)
+            key_pos = torch.cat([torch.arange(prefix_len, device=q.device), node_pos])
+            visible &= node_pos[:, None] - key_pos[None, :] <= sliding_window
         scores = scores.masked_fill(~visible, float("-inf"))
         probs = torch.softmax(scores.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
         out[rows] = torch.einsum("hqk,khd->qhd", probs, v)
@@ -148,8 +154,11 @@ def tree_attention(
     fp32_dot: str = "ieee",
     min_split_keys: int = MIN_SPLIT_KEYS,
     merge_counters: Optional[Tensor] = None,
+    sliding_window: int = -1,
+    positions: Optional[Tensor] = None,
 ) -> Tensor:
-    """Attention of every tree node to its request's KV prefix (unmasked) and its tree ancestors.
+    """Attention of every tree node to its request's KV prefix (all of it, or a sliding window of it) and its
+    tree ancestors.
 
     One online softmax over prefix + tree per (node, head), fp32 accumulation. The prefix is
     split across programs when the batch alone would leave the GPU idle (bs 1 at 32k context),
@@ -188,6 +197,13 @@ def tree_attention(
         merge_counters: int32, contiguous, all zero, at least ``merge_counter_slots`` of them: the tickets
             by which the last split of each program column merges; the call leaves them zero. One buffer
             serves every call issued on one stream after another.
+        sliding_window: ``-1`` for full attention; else a node at position ``p`` sees only keys at positions
+            ``p - sliding_window`` to ``p`` (SGLang's ``sliding_window_size``). Prefix key ``j`` is at position
+            ``j``; a tree node's position comes from ``positions``. The window follows each node's own position,
+            which SGLang's Triton verify kernel does not: it windows by a node's index in the tree, which is its
+            depth only along a chain.
+        positions: ``[bs * N]`` int64 (or int32), each node's position (prefix length plus depth); required
+            with a sliding window.
 
     Returns:
         ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
@@ -203,6 +219,10 @@ def tree_attention(
         True
     """
     bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
+    if sliding_window >= 0 and (positions is None or positions.shape != (bs * n,) or positions.device != q.device
+                                or positions.dtype not in (torch.int32, torch.int64)):
+        got = None if positions is None else (positions.dtype, tuple(positions.shape), positions.device)
+        raise ValueError(f"a sliding window needs positions: int32 or int64 [{bs * n}] on {q.device}, got {got}")
     if fp32_dot not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"fp32_dot must be 'ieee', 'tf32' or 'tf32x3', got {fp32_dot!r}")
     if max_prefix_len < 0 or min_split_keys < 1 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):
@@ -236,13 +256,13 @@ def tree_attention(
     fused_merge = num_splits > 1 and merge_counters is not None
     kernels.tree_attention_fwd[(row_tiles, bs * num_kv_heads, num_splits)](
         q, k_buffer, v_buffer, out, part_acc, part_m, part_l, merge_counters if fused_merge else prefix_lens,
-        req_to_token, req_pool_indices, prefix_lens, tree_mask,
+        req_to_token, req_pool_indices, prefix_lens, tree_mask, positions if sliding_window >= 0 else prefix_lens,
         sm_scale * LOG2_E, n, tree_mask.shape[2], num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
-        q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
-        out.stride(0), out.stride(1), req_to_token.stride(0),
+        sliding_window, q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0),
+        v_buffer.stride(1), out.stride(0), out.stride(1), req_to_token.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=num_splits > 1,
         DOT_PRECISION=fp32_dot if q.dtype == torch.float32 else "tf32", FUSED_MERGE=fused_merge,
-        num_warps=num_warps, num_stages=num_stages,
+        WINDOW=sliding_window >= 0, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     if num_splits > 1 and not fused_merge:
         kernels.merge_splits[(total_q, num_q_heads)](

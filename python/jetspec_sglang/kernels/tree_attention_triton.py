@@ -10,7 +10,9 @@ directly; with several, each writes its unnormalised state ``(acc, m, l)`` and `
 combines them, or, with ``FUSED_MERGE``, the last of them to finish does (a ticket counter per program
 column, taken with an acquire-release atomic and left at zero), which saves the second launch. Scores are in log2 units
 (``exp2``), accumulators fp32. float32 inputs multiply as ``DOT_PRECISION`` says: IEEE fp32 for the
-accuracy tests, TF32 in serving, as SGLang's Triton attention does.
+accuracy tests, TF32 in serving, as SGLang's Triton attention does. With ``WINDOW`` a row also needs its
+key within ``sliding_window`` positions: prefix key ``j`` is at position ``j``, tree node ``j`` at
+``positions[b * N + j]``.
 
 Imported on first use only, so ``jetspec_sglang.kernels`` imports where triton is missing.
 """
@@ -42,10 +44,11 @@ def tree_attention_fwd(
     Q, K, V, O, part_acc, part_m, part_l,  # part_*: unused (any pointer) when SPLIT is False
     counters,  # int32 [row tiles * bs * Hkv], zero: the merge tickets with FUSED_MERGE (else unused)
     req_to_token, req_pool_indices, prefix_lens, tree_mask,
-    qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys,
+    positions,  # [bs * N] each node's position, read with WINDOW only (else any pointer)
+    qk_scale, num_nodes, mask_words, num_kv_heads, num_q_heads, total_q, num_splits, min_split_keys, sliding_window,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, FUSED_MERGE: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, FUSED_MERGE: tl.constexpr, WINDOW: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1) // num_kv_heads
     kv_head = tl.program_id(1) % num_kv_heads
@@ -76,13 +79,21 @@ def tree_attention_fwd(
     split_keys = tl.cdiv(tl.cdiv(prefix_len, active), BLOCK_N) * BLOCK_N
     lo = tl.where(is_active, tl.minimum(split * split_keys, prefix_len), 0)
     hi = tl.where(is_last_split, prefix_len, tl.where(is_active, tl.minimum(lo + split_keys, prefix_len), 0))
+    q_pos = tl.zeros([BLOCK_M], dtype=tl.int64)
+    if WINDOW:  # prefix key j sits at position j; tiles wholly before every row's window are skipped
+        q_pos = tl.load(positions + token, mask=row_ok, other=0).to(tl.int64)
+        first = tl.min(tl.where(row_ok, q_pos, prefix_len + num_nodes)) - sliding_window
+        lo = tl.maximum(lo, first // BLOCK_N * BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < hi
         slot = tl.load(slots + cols, mask=col_ok, other=0).to(tl.int64)
         k = tl.load(k_head + slot[:, None] * stride_kt, mask=col_ok[:, None], other=0.0)
         v = tl.load(v_head + slot[:, None] * stride_vt, mask=col_ok[:, None], other=0.0)
-        acc, m_i, l_i = _online_softmax_step(q, k, v, col_ok[None, :], acc, m_i, l_i, qk_scale, DOT_PRECISION)
+        visible = col_ok[None, :]
+        if WINDOW:
+            visible = visible & (q_pos[:, None] - cols[None, :] <= sliding_window)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISION)
 
     # Tree keys, last split only: node j sits at column prefix_len + j and is visible to row
     # (b, i) iff bit j % 32 of word j // 32 of tree_mask[b, i] is set. A tile's BLOCK_N // 32
@@ -99,6 +110,9 @@ def tree_attention_fwd(
         words = tl.load(mask_rows[:, None] + word[None, :], mask=word_ok, other=0)
         bits = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
         visible = (tl.reshape(bits, [BLOCK_M, BLOCK_N]) != 0) & col_ok[None, :]
+        if WINDOW:
+            key_pos = tl.load(positions + b * num_nodes + cols, mask=col_ok, other=0).to(tl.int64)
+            visible = visible & (q_pos[:, None] - key_pos[None, :] <= sliding_window)
         acc, m_i, l_i = _online_softmax_step(q, k, v, visible, acc, m_i, l_i, qk_scale, DOT_PRECISION)
 
     o_ptrs = O + token[:, None] * stride_ot + head[:, None] * stride_oh + dims[None, :]

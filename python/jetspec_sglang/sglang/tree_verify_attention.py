@@ -203,6 +203,8 @@ class TreeVerifyForwardExtend:
             out=out.view(-1, heads, head_dim),
             fp32_dot=self.fp32_dot,
             merge_counters=self._merge_counters(q, heads, layer.tp_k_head_num, head_dim) if self.fused_merge else None,
+            sliding_window=_sliding_window(layer),
+            positions=forward_batch.positions,
         )
         return out
 
@@ -218,14 +220,50 @@ class TreeVerifyForwardExtend:
         return self.merge_counters
 
 
+def windowed_verify_refusal(model: torch.nn.Module, backend: Any, verify_attention: str, dtype: torch.dtype,
+                            topk: int) -> Optional[str]:
+    """Why this target's sliding-window layers cannot verify a tree on ``backend``, or None.
+
+    SGLang 0.5.17's Triton verify windows a tree node by its index in the flattened tree
+    (``extend_attention.py``: ``prefix + node index <= key + window``), which is the node's depth only along a
+    chain: with ``topk > 1`` most nodes would lose keys they see when decoded plainly. Our kernel windows each
+    node by its own position, so every sliding-window layer must reach it (verify attention ``tree``, and a
+    layer our kernel takes: no attention sinks, logit cap or KV scale).
+    """
+    modules = dict(model.named_modules())
+    windowed = [name for name, module in modules.items()
+                if hasattr(module, "qk_head_dim") and _sliding_window(module) >= 0]  # fmt: skip
+    if topk <= 1 or not windowed:
+        return None
+    fix = "serve a chain (--speculative-eagle-topk 1)"
+    if verify_attention != "tree":
+        why = tree_attention_refusal(backend) or "JETSPEC_VERIFY_ATTENTION=sglang asks for SGLang's; unset it"
+        return (f"{len(windowed)} sliding-window layers (e.g. {windowed[0]}) need JETSPEC's tree attention to verify "
+                f"a tree, since SGLang's windows a node by its index in the tree, not its depth. It cannot run here "
+                f"({why}), so {fix}")
+    dcp_size = getattr(backend, "dcp_size", 1)
+    for name in windowed:
+        parent = modules.get(name.rpartition(".")[0])
+        if not _plain_causal_layer(modules[name], dtype, dcp_size, {}) or getattr(parent, "sinks", None) is not None:
+            return (f"sliding-window layer {name} has features JETSPEC's tree attention does not take (attention "
+                    f"sinks, logit cap, KV scale, another head size), and SGLang's verify windows a node by its index "
+                    f"in the tree, not its depth: {fix}")
+    return None
+
+
+def _sliding_window(layer: Any) -> int:
+    """SGLang's window of ``layer`` (a query at position p sees keys p - window to p), -1 for full attention."""
+    window = getattr(layer, "sliding_window_size", None)
+    return window if window is not None and window > 0 else -1
+
+
 def _plain_causal_layer(layer: Any, dtype: torch.dtype, dcp_size: int, kwargs: dict) -> bool:
-    """Whether the tree kernel computes exactly what SGLang would for this layer."""
+    """Whether the tree kernel computes exactly what SGLang would for this layer (a sliding window included)."""
     return (
         dtype in DTYPES
         and dcp_size == 1
         and layer.qk_head_dim == layer.v_head_dim
         and layer.qk_head_dim in HEAD_DIMS
-        and getattr(layer, "sliding_window_size", None) in (None, -1)
         and not getattr(layer, "logit_cap", 0)
         and getattr(layer, "k_scale", None) is None
         and not getattr(layer, "is_cross_attention", False)

@@ -63,6 +63,7 @@ from .greedy_accept import (
 )
 from .head_attention import install_head_tree_attention, resolve_head_attention, select_head_attention
 from .hooks import assert_hooks_applied
+from .layer_capture import capture_layers
 from .lineage import EagleLineage
 from .settings import TreeSettings
 from .spec_algo import ALGORITHM_NAME
@@ -71,7 +72,7 @@ from .step_profiler import Profilers, StepProfiler
 from .step_tracer import StepTracer
 from .sync_check import NoSyncCounter, SyncCounter
 from .tree_builder import select_draft_inputs, select_verify_inputs
-from .tree_verify_attention import resolve_verify_attention, select_verify_attention
+from .tree_verify_attention import resolve_verify_attention, select_verify_attention, windowed_verify_refusal
 from .verify_input import fused_verify_input, sglang_verify_input
 from .verify_metadata import ENV as VERIFY_METADATA_ENV
 from .verify_metadata import refill_inside_graph, skip_unread_refill
@@ -129,12 +130,7 @@ class JetSpecWorker(BaseSpecWorker):
         self.mask_token_id = head.mask_token_id
         self.head_causal = head.causal
         target_model = self.model_runner.model
-        if not hasattr(target_model, "set_dflash_layers_to_capture"):
-            raise ValueError(
-                f"{type(target_model).__name__} cannot expose layer features to a draft head in sglang 0.5.17 "
-                "(no set_dflash_layers_to_capture); JETSPEC supports Llama- and Qwen3-family targets"
-            )
-        target_model.set_dflash_layers_to_capture(list(head.target_layer_ids))
+        capture_layers(target_model, head.target_layer_ids)
         embed_tokens = target_model.get_input_embeddings()
         # The head shares the target's embeddings; a plain function (not a submodule)
         # so that CUDA-graph capture embeds inside the draft graph.
@@ -179,7 +175,12 @@ class JetSpecWorker(BaseSpecWorker):
         self._draft_worker.init_attention_backends()
         head_metadata = self._init_head_attention()
         # The target's backend exists now, its graphs come next.
-        self.verify_attention = resolve_verify_attention(self.verify_attention, self.model_runner.attn_backend)
+        backend = self.model_runner.attn_backend
+        self.verify_attention = resolve_verify_attention(self.verify_attention, backend)
+        refusal = windowed_verify_refusal(self.model_runner.model, backend, self.verify_attention,
+                                          self.model_runner.model_config.dtype, self.tree.topk)
+        if refusal:
+            raise ValueError(f"JETSPEC: {refusal}")
         self.plans.adopt_target_backend(tree_attention=self.verify_attention == "tree")
         logger.info("JETSPEC verify attention: %s; head attention: %s; attention metadata %s, skipped by the "
                     "target's verify graphs: %s (%s)", self.verify_attention, self.head_attention, head_metadata,
