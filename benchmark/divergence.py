@@ -36,17 +36,14 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
 
-    from jetspec_sglang.datasets import load_eval_prompts
+    from jetspec_sglang.datasets import load_eval_prompts, render_prompt
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result = json.loads(Path(args.result).read_text())
     meta = result["meta"]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    prompts = []
-    for p in load_eval_prompts(meta["dataset"], limit=meta["num_prompts"]):
-        ids = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
-        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    prompts = [render_prompt(tokenizer, p.messages) for p in load_eval_prompts(meta["dataset"], limit=meta["num_prompts"])]
     plain = next(r for r in result["rows"] if r["config"] == "plain")["outputs"]
 
     report = []

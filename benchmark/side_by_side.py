@@ -78,7 +78,7 @@ def main() -> None:
                                                          "jetspec:128"])
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
-    from jetspec_sglang.datasets import load_eval_prompts
+    from jetspec_sglang.datasets import load_eval_prompts, render_prompt
     from jetspec_sglang.run_meta import run_metadata
     from jetspec_sglang.server_process import close_servers_on_sigterm
     from transformers import AutoTokenizer
@@ -86,10 +86,7 @@ def main() -> None:
     close_servers_on_sigterm()
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    prompts = []
-    for p in load_eval_prompts(args.dataset, limit=args.num_prompts):
-        ids = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
-        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))  # a BatchEncoding on 5.12
+    prompts = [render_prompt(tokenizer, p.messages) for p in load_eval_prompts(args.dataset, limit=args.num_prompts)]
     meta = {
         **run_metadata(),
         "model": args.model, "head": args.head, "dataset": args.dataset, "num_prompts": len(prompts),

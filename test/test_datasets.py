@@ -186,3 +186,16 @@ def test_guard_catches_code_pasted_after_an_intro_line() -> None:
 def test_guard_catches_every_eval_prompt(name: str) -> None:
     prompts = load_eval_prompts(name)
     assert eval_overlaps(prompts) == [p.id for p in prompts]
+
+
+def test_prompts_render_through_the_chat_template_or_as_plain_text_for_base_models() -> None:
+    from train_fixtures import tiny_tokenizer
+
+    chat = tiny_tokenizer()
+    turns = [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3"},
+             {"role": "user", "content": "7"}]
+    assert chat.convert_ids_to_tokens(datasets.render_prompt(chat, turns)) == [
+        "<user>", "w1", "w2", "</s>", "<assistant>", "w3", "</s>", "<user>", "7", "</s>", "<assistant>"]
+    base = tiny_tokenizer()
+    base.chat_template = None  # a base model's tokenizer: the turns as plain text
+    assert base.convert_ids_to_tokens(datasets.render_prompt(base, turns)) == ["w1", "w2", "w3", "7"]

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jetspec_sglang.cli import main
+from jetspec_sglang.datasets import render_prompt
 from jetspec_sglang.train import data_gen
 from jetspec_sglang.train.math_problems import math_word_problems
 from jetspec_sglang.train.prompt_export import read_prompts, write_prompts
@@ -128,7 +129,7 @@ def test_exported_prompts_feed_generate_data(tmp_path: Path, fake_datasets: list
     data = TokenDataset.load(out)
     assert data.manifest["num_responses"] == (2 + 4) * 2
     tok = AutoTokenizer.from_pretrained(target)
-    assert data.prompt_ids(0) == data_gen.render_prompt(tok, [{"role": "user", "content": "w0 w1 7"}])
+    assert data.prompt_ids(0) == render_prompt(tok, [{"role": "user", "content": "w0 w1 7"}])
 
 
 def test_prompts_file_rows_must_end_in_a_user_turn(tmp_path: Path) -> None:

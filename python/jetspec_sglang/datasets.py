@@ -180,6 +180,20 @@ _LOADERS: dict[str, Callable[[], list[_Item]]] = {
 EVAL_DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
+def render_prompt(tokenizer: Any, messages: Iterable[dict[str, str]]) -> list[int]:
+    """Prompt ids of a chat: the tokenizer's chat template with the generation prompt, thinking off.
+
+    A base model's tokenizer (Gemma-3-270M's) has no chat template; there the turns are plain text, a paragraph
+    each, after whatever special tokens the tokenizer adds (its BOS), so base targets can be trained and measured.
+    """
+    messages = list(messages)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             enable_thinking=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer("\n\n".join(m["content"] for m in messages) + "\n\n")["input_ids"])
+
+
 def _subset(prompts: list[Prompt], limit: Optional[int], seed: int) -> list[Prompt]:
     if limit is None:
         return prompts

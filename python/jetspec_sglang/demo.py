@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .assets import ensure_smollm2
+    from .datasets import render_prompt
     from .draft_head import DraftHead
     from .ref_engine import speculative_generate, target_generate
 
@@ -43,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     target = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     head = DraftHead.from_pretrained(args.head, dtype=torch.float32).eval()
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
-                                        tokenize=True)
-    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    ids = render_prompt(tokenizer, [{"role": "user", "content": args.prompt}])
     eos = tokenizer.eos_token_id
     plain = target_generate(target, ids, args.max_new_tokens, eos_token_id=eos)
     spec = speculative_generate(target, head, ids, args.max_new_tokens, budget=args.budget, topk=args.topk,

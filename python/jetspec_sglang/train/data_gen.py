@@ -24,6 +24,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
+from ..datasets import render_prompt
 from .math_problems import math_word_problems
 from .prompt_export import read_prompts
 from .token_data import FORMAT, MANIFEST_NAME, shard_name, write_json_atomic, write_shard
@@ -139,12 +140,6 @@ def user_turns(messages: Sequence[Any]) -> Messages:
 
 def _field(message: Any, name: str) -> Any:
     return message[name] if isinstance(message, dict) else getattr(message, name)
-
-
-def render_prompt(tokenizer: Any, messages: Messages) -> list[int]:
-    """Chat-templated prompt ids with the generation prompt, thinking off."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def build_jobs(

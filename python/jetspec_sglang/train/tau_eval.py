@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data_gen import eos_ids, render_prompt
+    from ..datasets import render_prompt
+    from .data_gen import eos_ids
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float32 if device == "cpu" else getattr(torch, args.dtype)
