@@ -67,20 +67,24 @@ def evaluate_tau(
         settings: see ``tau_settings``.
         depth: tree depth; defaults to ``head.config.block_size - 1``.
     """
+    from tqdm.auto import tqdm
+
     if not prompts:
         raise ValueError("evaluate_tau needs at least one prompt")
     was_training = head.training
     head.eval()
     result = {}
+    bar = tqdm(total=len(settings) * len(prompts), desc="tau", unit="prompt")  # minutes a setting on a CPU
     try:
         for s in settings:
-            taus = [
-                speculative_generate(target, head, list(p), max_new_tokens, budget=s.budget, topk=s.topk,
-                                     depth=depth, eos_token_id=eos_token_id).tau
-                for p in prompts
-            ]
+            taus = []
+            for p in prompts:
+                taus.append(speculative_generate(target, head, list(p), max_new_tokens, budget=s.budget, topk=s.topk,
+                                                 depth=depth, eos_token_id=eos_token_id).tau)
+                bar.update()
             result[s.name] = sum(taus) / len(taus)
     finally:
+        bar.close()
         head.train(was_training)
     return result
 
