@@ -31,14 +31,10 @@ def server_args(concurrency: int) -> list[str]:
 
 
 def run_config(name: str, args: argparse.Namespace, prompts: list[list[int]], port: int) -> dict:
-    from jetspec_sglang.server_process import (
-        SGLangServer,
-        algorithm_args,
-        algorithm_env,
-    )
+    from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, log_name
 
     sampling = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
-    log = str(Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log"))
+    log = str(Path(args.out).with_name(f"{Path(args.out).name}-{log_name(name)}.log"))
     with SGLangServer(args.model, port, server_args(args.concurrency) + algorithm_args(name, args.head), log_path=log,
                       env=algorithm_env(name)) as server:
         server.post("/generate", {"input_ids": prompts[0], "sampling_params": sampling})  # warm-up
@@ -80,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     from jetspec_sglang.datasets import load_eval_prompts, render_prompt
     from jetspec_sglang.run_meta import run_metadata
-    from jetspec_sglang.server_process import close_servers_on_sigterm
+    from jetspec_sglang.server_process import close_servers_on_sigterm, run_labels
     from transformers import AutoTokenizer
 
     close_servers_on_sigterm()
@@ -96,7 +92,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
-    for i, name in enumerate(args.configs):
+    for i, name in enumerate(run_labels(args.configs)):
         try:
             rows.append(run_config(name, args, prompts, 30200 + i))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "outputs"}), flush=True)

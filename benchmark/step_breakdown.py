@@ -52,7 +52,14 @@ import time
 from pathlib import Path
 
 from jetspec_sglang.run_meta import run_metadata
-from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, close_servers_on_sigterm
+from jetspec_sglang.server_process import (
+    SGLangServer,
+    algorithm_args,
+    algorithm_env,
+    close_servers_on_sigterm,
+    log_name,
+    run_labels,
+)
 from jetspec_sglang.sglang.budget_plan import budget_in_log
 from jetspec_sglang.sglang.step_profiler import HOST_LOG_PREFIX, LOG_PREFIX, PHASES
 from jetspec_sglang.sglang.step_tracer import LOG_PREFIX as TRACE_PREFIX
@@ -125,7 +132,7 @@ def run_config(name: str, args: argparse.Namespace, port: int) -> list[dict]:
              "--disable-prefill-cuda-graph"]  # only decode steps are timed; saves 12-40 s of capture per server
     if args.load_format:
         flags += ["--load-format", args.load_format]
-    log = Path(args.out).with_name(f"{Path(args.out).name}-{name.replace(':', '-')}.log")
+    log = Path(args.out).with_name(f"{Path(args.out).name}-{log_name(name)}.log")
     env = {"JETSPEC_PROFILE_STEPS": str(PROFILE_EVERY), **algorithm_env(name)}
     if args.trace:
         env.update(JETSPEC_TRACE_STEPS=args.trace, JETSPEC_TRACE_DIR=str(log.with_suffix(".traces")))
@@ -230,7 +237,7 @@ def reparse(out: Path) -> None:
     run = json.loads(out.with_suffix(".json").read_text())
     for row in run["rows"]:
         if "error" not in row:
-            log = out.with_name(f"{out.name}-{row['config'].replace(':', '-')}.log")
+            log = out.with_name(f"{out.name}-{log_name(row['config'])}.log")
             text = log.read_text(encoding="utf-8", errors="replace")
             row["phases_ms"] = phase_medians(text, row["bs"])
             row["host_ms"] = phase_medians(text, row["bs"], HOST_LOG_PREFIX)
@@ -276,7 +283,7 @@ def main() -> None:
         "profiler": f"JETSPEC_PROFILE_STEPS={PROFILE_EVERY} (CUDA events; one host sync per {PROFILE_EVERY} steps)",
     }
     rows: list[dict] = []
-    for i, name in enumerate(args.configs):
+    for i, name in enumerate(run_labels(args.configs)):
         try:
             rows += run_config(name, args, args.port + i)
         except (RuntimeError, TimeoutError) as err:

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from jetspec_sglang import server_process
-from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env
+from jetspec_sglang.server_process import SGLangServer, algorithm_args, algorithm_env, log_name, run_labels
 
 
 def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
@@ -32,6 +32,16 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-sglang-head:64") == {"JETSPEC_HEAD_ATTENTION": "sglang"}
     assert algorithm_env("jetspec-fused-merge:64") == {"JETSPEC_SPLIT_MERGE": "fused"}
     assert algorithm_env("jetspec-cap256:128") == {"JETSPEC_VERIFY_TOKENS": "256"}
+
+
+def test_a_repeated_configuration_runs_again_under_its_own_label() -> None:
+    """``plain jetspec:64 jetspec:128 jetspec:64``: the second ``jetspec:64`` server shows the host's drift."""
+    labels = run_labels(["plain", "jetspec:64", "jetspec-no-overlap:128", "jetspec:64", "jetspec:64"])
+    assert labels == ["plain", "jetspec:64", "jetspec-no-overlap:128", "jetspec:64 #2", "jetspec:64 #3"]
+    assert algorithm_args("jetspec:64 #2", "HEAD") == algorithm_args("jetspec:64", "HEAD")
+    assert algorithm_env("jetspec-no-overlap:128 #2") == {"JETSPEC_OVERLAP": "0"}
+    assert algorithm_args("plain #2", "HEAD") == []
+    assert [log_name(label) for label in labels[2:4]] == ["jetspec-no-overlap-128", "jetspec-64-2"]
 
 
 def test_baselines() -> None:

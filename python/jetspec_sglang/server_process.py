@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 # JETSPEC variants: configuration prefix -> the environment that selects it.
@@ -48,14 +48,32 @@ def close_servers_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def run_labels(configs: Sequence[str]) -> list[str]:
+    """A label per configuration run: its name, or ``NAME #k`` for the k-th run of a repeated name. Repeating a
+    configuration in one run (``plain jetspec:64 jetspec:128 jetspec:64``) shows how far the host drifted between
+    servers, which moves a small model's step by tens of percent."""
+    seen: dict[str, int] = {}
+    labels = []
+    for name in configs:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return labels
+
+
+def log_name(label: str) -> str:
+    """A run label as a file-name part: ``jetspec:64 #2`` -> ``jetspec-64-2``."""
+    return label.replace(" #", "-").replace(":", "-")
+
+
 def algorithm_env(name: str) -> dict[str, str]:
-    """Environment of one configuration (``JETSPEC_VARIANTS``; empty for the others)."""
-    return dict(JETSPEC_VARIANTS.get(name.split(":")[0], {}))
+    """Environment of one configuration or run label (``JETSPEC_VARIANTS``; empty for the others)."""
+    return dict(JETSPEC_VARIANTS.get(name.split(" #")[0].split(":")[0], {}))
 
 
 def algorithm_args(name: str, head: str) -> list[str]:
-    """Server flags of one configuration: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
+    """Server flags of one configuration or run label: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
     JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-no-overlap:128``, ``jetspec-tree:64``)."""
+    name = name.split(" #")[0]
     if name == "plain":
         return []
     if name == "ngram":
