@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -45,9 +47,10 @@ class SplitDecoder(torch.nn.Module):
 class Gemma3ForCausalLM(torch.nn.Module):
     """Named as the model ``capture_layers`` knows; EAGLE-3's capture only."""
 
-    def __init__(self, width: int = 8, depth: int = 4) -> None:
+    def __init__(self, width: int = 8, depth: int = 5) -> None:
         super().__init__()
         self.model = SplitDecoder(width, depth)
+        self.config = SimpleNamespace(num_hidden_layers=depth)
 
     def set_eagle3_layers_to_capture(self, layer_ids: list[int]) -> None:
         self.model.layers_to_capture = [i + 1 for i in layer_ids]
@@ -78,18 +81,31 @@ def test_split_residual_targets_capture_each_tapped_layers_whole_output(layer_id
     assert len(model.model(x)[1]) == len(layer_ids)  # every forward, not the first only
 
 
-def test_models_with_dflash_capture_use_it() -> None:
-    class Llama:
-        def set_dflash_layers_to_capture(self, layer_ids: list[int]) -> None:
-            self.layer_ids = layer_ids
+class Llama:
+    config = SimpleNamespace(num_hidden_layers=12)
 
+    def set_dflash_layers_to_capture(self, layer_ids: list[int]) -> None:
+        self.layer_ids = layer_ids
+
+
+def test_models_with_dflash_capture_use_it() -> None:
     model = Llama()
     capture_layers(model, (9, 1, 5))
     assert model.layer_ids == [1, 5, 9]
 
 
+@pytest.mark.parametrize("model", [Llama(), Gemma3ForCausalLM(depth=5)], ids=["llama", "gemma3"])
+def test_a_tap_on_the_last_layer_is_refused(model) -> None:
+    """transformers' hidden_states hold the last layer after the final norm; sglang's captures never apply it."""
+    last = model.config.num_hidden_layers - 1
+    with pytest.raises(ValueError, match=rf"reads layer {last}, .* target_layer_ids below {last}"):
+        capture_layers(model, [1, last])
+
+
 def test_other_models_are_refused_with_the_families_that_work() -> None:
     class Phi4Flash:
+        config = SimpleNamespace(num_hidden_layers=4)
+
         def set_eagle3_layers_to_capture(self, layer_ids: list[int]) -> None:
             pass
 

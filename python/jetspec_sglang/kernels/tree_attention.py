@@ -220,9 +220,10 @@ def tree_attention(
     """
     bs, n, group = _check_inputs(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask)
     if sliding_window >= 0 and (positions is None or positions.shape != (bs * n,) or positions.device != q.device
-                                or positions.dtype not in (torch.int32, torch.int64)):
+                                or positions.dtype not in (torch.int32, torch.int64) or positions.stride(0) != 1):
         got = None if positions is None else (positions.dtype, tuple(positions.shape), positions.device)
-        raise ValueError(f"a sliding window needs positions: int32 or int64 [{bs * n}] on {q.device}, got {got}")
+        raise ValueError(f"a sliding window needs positions: contiguous int32 or int64 [{bs * n}] on {q.device}, "
+                         f"got {got}")
     if fp32_dot not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"fp32_dot must be 'ieee', 'tf32' or 'tf32x3', got {fp32_dot!r}")
     if max_prefix_len < 0 or min_split_keys < 1 or (num_splits is not None and not 1 <= num_splits <= MAX_SPLITS):

@@ -21,8 +21,13 @@ RESIDUAL_SPLIT_MODELS = ("Gemma3ForCausalLM",)
 
 def capture_layers(model: Any, layer_ids: Sequence[int]) -> None:
     """Make ``model``'s forward return the outputs of layers ``layer_ids`` (0-based) as its aux hidden states, in
-    layer order; refuses, naming the supported families, a model that cannot."""
+    layer order; refuses, with the fix, a model that cannot and a tap on the last layer."""
     layer_ids = sorted(int(i) for i in layer_ids)
+    last = int(model.config.num_hidden_layers) - 1
+    if layer_ids and layer_ids[-1] >= last:
+        raise ValueError(f"the head reads layer {layer_ids[-1]}, but {type(model).__name__} has layers 0-{last}, and "
+                         f"transformers' hidden_states hold its last layer after the final norm, which no sglang "
+                         f"capture applies: train the head on target_layer_ids below {last}")
     if hasattr(model, "set_dflash_layers_to_capture"):
         model.set_dflash_layers_to_capture(layer_ids)
         return
