@@ -258,7 +258,8 @@ def _sliding_window(layer: Any) -> int:
 
 
 def _plain_causal_layer(layer: Any, dtype: torch.dtype, dcp_size: int, kwargs: dict) -> bool:
-    """Whether the tree kernel computes exactly what SGLang would for this layer (a sliding window included)."""
+    """Whether the tree kernel computes this layer's attention as SGLang's kernels define it; for a sliding window,
+    as its prefill does (each node windowed by its own position), which its tree verify gets wrong."""
     return (
         dtype in DTYPES
         and dcp_size == 1
