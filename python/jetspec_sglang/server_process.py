@@ -65,15 +65,20 @@ def log_name(label: str) -> str:
     return label.replace(" #", "-").replace(":", "-")
 
 
+def config_name(label: str) -> str:
+    """The configuration a run label runs: ``jetspec:64 #2`` -> ``jetspec:64``."""
+    return label.partition(" #")[0]
+
+
 def algorithm_env(name: str) -> dict[str, str]:
     """Environment of one configuration or run label (``JETSPEC_VARIANTS``; empty for the others)."""
-    return dict(JETSPEC_VARIANTS.get(name.split(" #")[0].split(":")[0], {}))
+    return dict(JETSPEC_VARIANTS.get(config_name(name).partition(":")[0], {}))
 
 
 def algorithm_args(name: str, head: str) -> list[str]:
     """Server flags of one configuration or run label: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
     JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-no-overlap:128``, ``jetspec-tree:64``)."""
-    name = name.split(" #")[0]
+    name = config_name(name)
     if name == "plain":
         return []
     if name == "ngram":
