@@ -19,6 +19,7 @@ import pytest
 import torch
 from sglang_source import sglang_source
 
+from jetspec_sglang.kernels.draft_inputs import draft_inputs_torch
 from jetspec_sglang.sglang import direct_verify as dv
 
 needs_source = pytest.mark.skipif(sglang_source() is None, reason="sglang 0.5.17 source is not unpacked (.ci/run does it)")
@@ -88,6 +89,41 @@ def test_target_buffers_hold_what_sglang_fill_gives_a_padded_batch() -> None:
     assert torch.equal(index[:2], lists[0, :2]) and torch.equal(index[2], own_nodes[2])
     for got, built in ((next_token, lists[1]), (next_sibling, lists[2])):
         assert torch.equal(got[:2], built[:2]) and (got[2] == -1).all()
+
+
+@needs_source
+def test_head_buffers_hold_what_sglang_fill_gives_a_padded_block() -> None:
+    """The head graph's inputs (``write_head_inputs``, with the torch reference of the block kernel) against SGLang's
+    fill of the same ``ForwardBatch`` the worker's eager draft builds: ``[bonus, MASK x D]``, ``seq_len + j``,
+    ``req_to_token[req, seq_len + j]``, and the padding row as SGLang pads it."""
+    b, width, mask_id = batch_of_two(), 3, 99
+    bonus = torch.tensor([5, 6])
+    block_ids, slots, positions = draft_inputs_torch(b["seq_lens"], b["req_pool_indices"], b["req_to_token"], bonus,
+                                                     mask_id, width)  # fmt: skip
+    with sglang_registry_module() as registry_module:
+        registry = registry_module.build_decode_registry(device=torch.device("cpu"), max_bs=4,
+                                                         max_num_token=4 * width, seq_len_fill_value=1,
+                                                         cache_loc_dtype=torch.int64)  # fmt: skip
+        for name in dv.INT64_SLOTS:
+            registry.get_slot(name).buffer.fill_(-7)
+        forward_batch = types.SimpleNamespace(
+            input_ids=block_ids.flatten(), positions=positions.flatten(), out_cache_loc=slots.flatten(),
+            req_pool_indices=b["req_pool_indices"], seq_lens=b["seq_lens"], seq_lens_cpu=None, mrope_positions=None)
+        registry.fill_from(forward_batch, raw_bs=2, padded_bs=3, raw_num_tokens=2 * width,
+                           padded_num_tokens=3 * width)  # fmt: skip
+        sglang = dv.rows_of({name: registry.get_slot(name).buffer for name in dv.INT64_SLOTS}, 3, width)
+
+    head = dv.rows_of({name: torch.full((4 * width,) if name in ("input_ids", "positions", "out_cache_loc") else (4,),
+                                        -7) for name in dv.INT64_SLOTS}, 3, width)  # fmt: skip
+    stale = torch.tensor([4, 2])  # a padding row's leftovers from an earlier, larger step
+    got_slots, got_positions = dv.write_head_inputs(
+        head, torch.tensor([True, True, False]), torch.cat([b["seq_lens"], stale[:1]]),
+        torch.cat([b["req_pool_indices"], stale[1:]]), torch.cat([bonus, torch.tensor([7])]), b["req_to_token"],
+        mask_id, 1, make_draft_inputs=draft_inputs_torch)
+    for name in ("positions", "out_cache_loc", "seq_lens", "req_pool_indices"):
+        assert torch.equal(head[name], sglang[name]), name
+    assert torch.equal(head["input_ids"][: 2 * width], sglang["input_ids"][: 2 * width])  # SGLang leaves padding ids
+    assert torch.equal(got_slots[:2], slots) and torch.equal(got_positions[:2], positions)
 
 
 class FullCudaGraphBackend:

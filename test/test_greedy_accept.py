@@ -93,8 +93,7 @@ def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip) 
     req_to_token = (torch.arange(REQ_ROWS * REQ_LEN, dtype=torch.int32) + 1).view(REQ_ROWS, REQ_LEN).cuda()
     kv = MovingKVPool(REQ_ROWS * REQ_LEN + 1)  # slot 0 is SGLang's padding slot
     commit = CommitRecorder()
-    accept = greedy_accept_or_skip(BUDGET, WIDTH, FEATURES, torch.float32, BUCKETS,
-                                   SimpleNamespace(req_to_token=req_to_token), kv, commit, "cuda")  # fmt: skip
+    accept = greedy_accept_or_skip(BUDGET, WIDTH, FEATURES, torch.float32, BUCKETS, kv, commit, "cuda")
     accept.capture()
     deepest = 0
     for bs in (4, 3, 1, 2, 3, 4, 1):  # bs 3 pads bucket 4 with the previous step's rows
@@ -118,7 +117,7 @@ def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip) 
         before = kv.payload.clone()
 
         predict, accept_lens, bonus, new_seq_lens = accept(
-            logits, taps, verify_input, seq_lens, req_pool, tree_slots.flatten(), block[:, :WIDTH],
+            logits, taps, verify_input, seq_lens, tree_slots.flatten(), block[:, :WIDTH],
             tree_slots[:, :WIDTH],
         )  # fmt: skip
 

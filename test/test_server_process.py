@@ -30,7 +30,7 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-torch-draft-inputs:64") == {"JETSPEC_DRAFT_INPUTS": "torch"}
     assert algorithm_env("jetspec-torch-topk:64") == {"JETSPEC_VOCAB_TOPK": "torch"}
     assert algorithm_env("jetspec-sglang-head:64") == {"JETSPEC_HEAD_ATTENTION": "sglang"}
-    assert algorithm_env("jetspec-fused-merge:64") == {"JETSPEC_SPLIT_MERGE": "fused"}
+    assert algorithm_env("jetspec-kernel-merge:64") == {"JETSPEC_SPLIT_MERGE": "kernel"}
     assert algorithm_env("jetspec-cap256:128") == {"JETSPEC_VERIFY_TOKENS": "256"}
 
 

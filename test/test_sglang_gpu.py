@@ -203,7 +203,7 @@ def tiny_sglang_head_runs(tiny_models, tiny_plain):
 @pytest.fixture(scope="module")
 def tiny_sglang_verify_prep_runs(tiny_models, tiny_plain):
     """``tiny_runs`` with greedy verify through SGLang's preparation and graph runner (``JETSPEC_DIRECT_VERIFY=0``)
-    instead of ``DirectVerify``'s three replays."""
+    instead of ``DirectVerify``'s five replays."""
     return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
                                       JETSPEC_DIRECT_VERIFY="0"))
 
@@ -289,7 +289,7 @@ def test_tiny_fp32_tree_head_attention_is_lossless_and_drafts_as_well(tiny_runs,
 def test_tiny_fp32_long_prompts_are_token_identical_whichever_merges_the_splits(tiny_models, tiny_long_plain,
                                                                                 merge: str) -> None:
     """Prefixes of 600-1100 tokens, which the tree kernel splits: token-identical to plain SGLang in fp32 with
-    the splits merged by a second kernel (the default) and by the last split (``JETSPEC_SPLIT_MERGE=fused``).
+    the splits merged by the last split (the default) and by a second kernel (``JETSPEC_SPLIT_MERGE=kernel``).
     Both sides multiply in IEEE fp32 (``EXACT_FP32_DOTS``): with TF32 on both, both merges gave the same tokens and
     parted from plain SGLang on some prompts (H100, 2026-12-06)."""
     runs = jetspec_runs(tiny_models, prompts=long_prompts(6, seed=3), JETSPEC_VERIFY_TOKENS="128",

@@ -123,10 +123,11 @@ def installed(monkeypatch):
     return backend, mask, pool, req_to_token, forward_batch, bs
 
 
-@pytest.mark.parametrize("window", [-1, 2, 5])
-def test_verify_attends_to_the_prefix_and_the_ancestors(installed, window: int) -> None:
+@pytest.mark.parametrize("window, layout", [(-1, "flat"), (2, "flat"), (5, "flat"), (2, "gemma3")])
+def test_verify_attends_to_the_prefix_and_the_ancestors(installed, window: int, layout: str) -> None:
     """Within the layer's sliding window, if it has one: a node at position p sees positions p - window to p,
-    its prefix's and its ancestors' (their positions are the prefix length plus their depth)."""
+    its prefix's and its ancestors' (their positions are the prefix length plus their depth). ``gemma3``: q and k
+    come as SGLang's Gemma-3 layers pass them, ``[1, T, H, D]`` views of ``[1, H, T, D]`` tensors."""
     backend, mask, pool, req_to_token, forward_batch, bs = installed
     parents = torch.tensor([[-1, 0, 0, 1, 3], [-1, 0, 1, 0, 2]])
     mask.write(parents, max_depth=N - 1)
@@ -135,6 +136,10 @@ def test_verify_attends_to_the_prefix_and_the_ancestors(installed, window: int) 
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(bs * N, HKV * GROUP * D, generator=gen)
     k, v = (torch.randn(bs * N, HKV * D, generator=gen) for _ in range(2))
+    if layout == "gemma3":
+        heads_first = q.view(bs * N, HKV * GROUP, D).transpose(0, 1).contiguous()[None]  # [1, H, T, D]
+        q = heads_first.permute(0, 2, 1, 3)
+        k = k.view(bs * N, HKV, D).transpose(0, 1).contiguous()[None].permute(0, 2, 1, 3)
     out = backend.forward_extend(q, k, v, layer(sliding_window_size=window), forward_batch)
     assert backend.sglang_calls == 0 and isinstance(backend.forward_extend, tva.TreeVerifyForwardExtend)
     assert backend.forward_extend.deferred_verify_layers == 0
@@ -215,8 +220,10 @@ def test_auto_takes_the_tree_kernel_where_the_backend_can_take_it() -> None:
     assert tva.resolve_verify_attention("tree", triton) == "tree"  # asked for by name: install says why not
 
 
-def test_split_merge_is_a_second_kernel_unless_fused_is_asked_for(monkeypatch) -> None:
+def test_split_merge_is_fused_unless_a_second_kernel_is_asked_for(monkeypatch) -> None:
     monkeypatch.delenv(tva.SPLIT_MERGE_ENV, raising=False)
+    assert tva.select_split_merge() == "fused"
+    monkeypatch.setenv(tva.SPLIT_MERGE_ENV, "kernel")
     assert tva.select_split_merge() == "kernel"
     monkeypatch.setenv(tva.SPLIT_MERGE_ENV, "atomic")
     with pytest.raises(ValueError, match=r"JETSPEC_SPLIT_MERGE must be one of \('kernel', 'fused'\)"):

@@ -30,7 +30,7 @@ JETSPEC_VARIANTS = {
     "jetspec-sglang-verify-prep": {"JETSPEC_DIRECT_VERIFY": "0"},  # greedy verify through SGLang's preparation and runner
     "jetspec-torch-topk": {"JETSPEC_VOCAB_TOPK": "torch"},  # the head's vocabulary top-K by PyTorch's ops
     "jetspec-sglang-head": {"JETSPEC_HEAD_ATTENTION": "sglang"},  # the head's block attention by SGLang's kernel
-    "jetspec-fused-merge": {"JETSPEC_SPLIT_MERGE": "fused"},  # tree attention's last split merges, one launch a layer
+    "jetspec-kernel-merge": {"JETSPEC_SPLIT_MERGE": "kernel"},  # tree attention's splits merged by a second launch
 }
 
 

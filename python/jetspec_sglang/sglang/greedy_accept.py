@@ -76,15 +76,14 @@ class GreedyAccept:
         tap_features: width of the target's tap features (the head's ``fc`` input).
         tap_dtype: their dtype.
         buckets: batch sizes to capture (SGLang's decode graph sizes).
-        req_to_token_pool, kv_allocator: the target's, for the KV move.
+        kv_allocator: the target's, for the KV move.
         write_committed: ``(taps [B, W, F], positions [B, W], slots [B, W], commit_lens [B]) -> None``.
     """
 
     def __init__(self, budget: int, width: int, tap_features: int, tap_dtype: torch.dtype, buckets: Sequence[int],
-                 req_to_token_pool: Any, kv_allocator: Any, write_committed: Callable[..., None],
-                 device: torch.device | str) -> None:
+                 kv_allocator: Any, write_committed: Callable[..., None], device: torch.device | str) -> None:
         self.budget, self.width = budget, width
-        self.req_to_token_pool, self.kv_allocator = req_to_token_pool, kv_allocator
+        self.kv_allocator = kv_allocator
         self.write_committed = write_committed
         max_bs = max(buckets)
         n, w = budget, width
@@ -98,7 +97,6 @@ class GreedyAccept:
             torch.full((max_bs, n), -1, **i64),  # retrieve_next_token
             torch.full((max_bs, n), -1, **i64),  # retrieve_next_sibling
             torch.zeros((max_bs,), **i64),  # seq_lens
-            torch.zeros((max_bs,), **i64),  # req_pool_indices
             torch.zeros((max_bs, n), **i64),  # out_cache_loc of the tree nodes
             torch.zeros((max_bs, w), **i64),  # block positions (head commit)
             torch.zeros((max_bs, w), **i64),  # block slots (head commit)
@@ -106,6 +104,8 @@ class GreedyAccept:
         ]
         self.real_rows = torch.ones((max_bs,), dtype=torch.bool, device=device)
         self.own_nodes = torch.arange(max_bs * n, **i64).view(max_bs, n)  # retrieve_index of a root-only tree
+        self.rows = torch.arange(max_bs, **i64)  # row b of a step's slot table is request b's
+        self.zeros = torch.zeros((max_bs,), **i64)
         # Outputs, read back right after each replay.
         self.predict = torch.zeros((max_bs, n), dtype=torch.int32, device=device)
         self.accept_lens = torch.zeros((max_bs,), dtype=torch.int32, device=device)
@@ -121,8 +121,8 @@ class GreedyAccept:
         return self.graphs.bucket_for(bs) is not None
 
     def accept(self, target_predict: Tensor, taps: Tensor, candidates: Tensor, retrieve_index: Tensor,
-               retrieve_next_token: Tensor, retrieve_next_sibling: Tensor, seq_lens: Tensor, req_pool_indices: Tensor,
-               out_cache_loc: Tensor, block_positions: Tensor, block_slots: Tensor, real: Tensor) -> None:
+               retrieve_next_token: Tensor, retrieve_next_sibling: Tensor, seq_lens: Tensor, out_cache_loc: Tensor,
+               block_positions: Tensor, block_slots: Tensor, real: Tensor) -> None:
         """The graph's body, on ``B`` rows; writes ``predict``, ``accept_lens``, ``bonus``, ``new_seq_lens``."""
         from sglang.kernels.ops.speculative.eagle import fill_bonus_tokens_func
         from sglang.srt.speculative.eagle_utils import verify_tree_greedy_func
@@ -141,9 +141,13 @@ class GreedyAccept:
         accepted_nodes = accept_index.clamp_min(0).to(torch.int64)  # global node ids; past accept_lens never read
         accept_tokens = predict[accepted_nodes]  # [bs, w]
         fill_bonus_tokens_func(accept_tokens, accept_lens, self.bonus[:bs], w, bs)
-        # The accepted path's target KV to the block's first slots (what SGLang's tree path does).
-        kv_batch = SimpleNamespace(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
-                                   req_to_token_pool=self.req_to_token_pool, out_cache_loc=out_cache_loc.flatten())
+        # The accepted path's target KV to the block's first slots (what SGLang's tree path does). Those slots,
+        # ``req_to_token[req, seq_len + i]``, are the tree's own first ones (SGLang's verify and ``DirectVerify`` both
+        # give node ``i`` that slot), so the move reads them from ``out_cache_loc``: acceptance reads nothing the
+        # scheduler writes (``DirectVerify.read_done`` relies on it).
+        kv_batch = SimpleNamespace(seq_lens=self.zeros[:bs], req_pool_indices=self.rows[:bs],
+                                   req_to_token_pool=SimpleNamespace(req_to_token=out_cache_loc),
+                                   out_cache_loc=out_cache_loc.flatten())
         move_accept_tokens_to_target_kvcache(kv_batch, accept_index, accept_lens - 1, self.kv_allocator)
         rows = taps.flatten(0, 1)[accepted_nodes]  # [bs, w, F]
         self.write_committed(rows, block_positions, block_slots, accept_lens)
@@ -153,16 +157,15 @@ class GreedyAccept:
         self.accept_lens[:bs].copy_(accept_lens)
         self.new_seq_lens[:bs].copy_(seq_lens + accept_lens)
 
-    def __call__(self, logits: Tensor, taps: Tensor, verify_input: Any, seq_lens: Tensor, req_pool_indices: Tensor,
-                 out_cache_loc: Tensor, block_positions: Tensor, block_slots: Tensor
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def __call__(self, logits: Tensor, taps: Tensor, verify_input: Any, seq_lens: Tensor, out_cache_loc: Tensor,
+                 block_positions: Tensor, block_slots: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One step: returns fresh ``predict [bs * N]`` (accepted path first in each block), ``accept_lens``,
         ``bonus`` and ``new_seq_lens``, as SGLang's verify would."""
         bs, n = seq_lens.shape[0], self.budget
         torch.argmax(logits, dim=-1, out=self.inputs[0][:bs].view(-1))
         self.graphs(self.inputs[0][:bs], taps.view(bs, n, -1), verify_input.draft_token.view(bs, n),
                     verify_input.retrieve_index, verify_input.retrieve_next_token, verify_input.retrieve_next_sibling,
-                    seq_lens, req_pool_indices, out_cache_loc.view(bs, n), block_positions, block_slots,
+                    seq_lens, out_cache_loc.view(bs, n), block_positions, block_slots,
                     self.real_rows[:bs])  # fmt: skip
         return self.results(bs)
 
@@ -175,7 +178,7 @@ class GreedyAccept:
     def _accept_nothing_past(self, static: list[Tensor], bs: int) -> None:
         """Padding rows are not real, so they accept nothing. Each gets a root-only tree over its own
         node ids: the greedy walk writes ``predict`` at the retrieve index, which must not be a real row's."""
-        static[11][bs:].zero_()
+        static[10][bs:].zero_()
         static[3][bs:].copy_(self.own_nodes[bs : static[3].shape[0]])
         static[4][bs:].fill_(-1)
         static[5][bs:].fill_(-1)

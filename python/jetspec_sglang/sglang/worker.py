@@ -15,9 +15,9 @@ A decode step reads as four phases:
    K/V committed by one graph replay (``greedy_accept.GreedyAccept``, SGLang's own greedy
    pieces); any other batch goes through SGLang's ``run_eagle_verify`` (lossless sampling,
    grammar, penalties, logprobs), which moves the accepted KV to the front. Where the batch
-   size has graphs, an all-greedy batch skips SGLang's verify preparation altogether: tree,
-   verify inputs, the target's verify graph and acceptance are three graph replays
-   (``direct_verify.DirectVerify``, which then covers phase 2 too);
+   size has graphs, an all-greedy batch skips SGLang's forward batches altogether: the head's
+   inputs and graph, tree and verify inputs, the target's verify graph and acceptance are five
+   graph replays (``direct_verify.DirectVerify``, which then covers phases 1 and 2 too);
 4. ``commit``  (that other path) the head's context K/V is written for every committed token,
    replayed from one CUDA graph per batch bucket (``step_graphs.BucketedGraphs``).
 
@@ -110,6 +110,8 @@ class JetSpecWorker(BaseSpecWorker):
         self.vocab_topk_name = select_vocab_topk(self.tree.topk)
         self.draft_topk: Optional[DraftTopK] = None  # the top-K folded into the head's graphs, once captured
         self.commit_graphs: Optional[BucketedGraphs] = None
+        self.head_metadata_unread: Callable[[], bool] = lambda: False  # no refill on the head's replay path
+        self.war_fastpath_read_done_event: Optional[torch.cuda.Event] = None  # see ``war_fastpath_runner``
         self.profiler = Profilers(StepProfiler.from_env(), StepTracer.from_env())
         self.sync_counter = SyncCounter.from_env() or NoSyncCounter()
 
@@ -154,6 +156,14 @@ class JetSpecWorker(BaseSpecWorker):
 
     # ------------------------------------------------------------ worker API
     @property
+    def war_fastpath_runner(self) -> "JetSpecWorker":
+        """Where the scheduler's WAR barrier looks for this step's read-done event (``war_fastpath_read_done_event``):
+        here. A direct step records one after the target's verify graph, its last read of anything the scheduler
+        writes (``req_to_token``), so the scheduler's work for the next step overlaps acceptance; every other step
+        leaves None, and the scheduler then waits for the whole step, as it did for the target's runner."""
+        return self
+
+    @property
     def block_len(self) -> int:
         """Draft block width: the bonus plus one MASK per tree depth."""
         return self.tree.depth + 1
@@ -197,9 +207,12 @@ class JetSpecWorker(BaseSpecWorker):
             rows = max(self.model_runner.req_to_token_pool.size, self.plans.graph_max_bs)
             forward = install_head_tree_attention(backend, rows, self.block_len, self.device)
             if skip_unread_refill(backend, lambda: forward.deferred_verify_layers):
+                self.head_metadata_unread = lambda: forward.deferred_verify_layers == 0
                 return "of the head's graphs skipped while its layers run the tree kernel"
             return "of the head's graphs refilled before each replay"
-        return f"refilled inside the head's graphs: {refill_inside_graph(backend)}"
+        in_graph = refill_inside_graph(backend)
+        self.head_metadata_unread = lambda: in_graph
+        return f"refilled inside the head's graphs: {in_graph}"
 
     def init_cuda_graphs(self) -> None:
         from sglang.srt.model_executor.cuda_graph_config import Backend
@@ -233,8 +246,8 @@ class JetSpecWorker(BaseSpecWorker):
         buckets = buckets_within(plan.graph_batch_sizes, plan.budget, features, dtype)
         if buckets:
             plan.greedy_accept = GreedyAccept(
-                plan.budget, self.block_len, features, dtype, buckets, self.model_runner.req_to_token_pool,
-                self.model_runner.token_to_kv_pool_allocator, self.write_committed, self.device,
+                plan.budget, self.block_len, features, dtype, buckets, self.model_runner.token_to_kv_pool_allocator,
+                self.write_committed, self.device,
             )  # fmt: skip
             plan.greedy_accept.capture()
         logger.info("JETSPEC graphed greedy acceptance at budget %d for batch sizes %s (others use SGLang's "
@@ -246,18 +259,24 @@ class JetSpecWorker(BaseSpecWorker):
         refusal = "JETSPEC_DIRECT_VERIFY=0" if direct_verify_mode() == "0" else None
         if refusal is None and (plan.greedy_accept is None or self.draft_topk is None):
             refusal = "no graphed head top-K and greedy acceptance"
-        if refusal is None and (plan.tree_builder_name != "fused" or self.verify_inputs_name != "fused"):
-            refusal = "needs the fused tree builder and verify inputs"
+        fused = (plan.tree_builder_name, self.verify_inputs_name, self.draft_inputs_name) == ("fused",) * 3
+        if refusal is None and not fused:
+            refusal = "needs the fused tree builder, verify inputs and draft inputs"
         metadata_unread = plan.refill_skipped and plan.tree_forward.deferred_verify_layers == 0  # graphs captured
         refusal = refusal or direct_verify_refusal(self.model_runner, plan.graph_runner, metadata_unread)
+        head_runner = self.draft_model_runner.decode_cuda_graph_runner
+        head_refusal = None if refusal else direct_verify_refusal(self.draft_model_runner, head_runner,
+                                                                  self.head_metadata_unread())
+        refusal = refusal or (head_refusal and f"the head's graphs: {head_refusal}")
         if refusal is None:
-            graphed = set(plan.graph_batch_sizes) & captured_sizes(plan.graph_runner)
+            graphed = set(plan.graph_batch_sizes) & captured_sizes(plan.graph_runner) & captured_sizes(head_runner)
             buckets = [bs for bs in plan.greedy_accept.graphs.buckets if bs in graphed]
-            refusal = None if buckets else "no batch size with both a verify graph and graphed acceptance"
+            refusal = None if buckets else "no batch size with a head graph, a verify graph and graphed acceptance"
         if refusal is None:
             plan.direct_verify = DirectVerify(
-                plan.build_tree, plan.tree_mask.write, plan.graph_runner, plan.greedy_accept, self.draft_topk,
-                self.model_runner.req_to_token_pool.req_to_token, buckets, self.device,
+                plan.build_tree, plan.tree_mask.write, plan.graph_runner, head_runner, plan.greedy_accept,
+                self.draft_topk, self.model_runner.req_to_token_pool.req_to_token, self.mask_token_id, buckets,
+                self.device,
             )  # fmt: skip
             plan.direct_verify.capture()
         logger.info("JETSPEC direct greedy verify at budget %d: %s", plan.budget,
@@ -288,17 +307,15 @@ class JetSpecWorker(BaseSpecWorker):
         stream = torch.cuda.current_stream()
         record_stream_each((batch.seq_lens, batch.req_pool_indices, draft_input.bonus_tokens), stream)
         self.profiler.mark()
+        self.war_fastpath_read_done_event = None
         bs = draft_input.bonus_tokens.shape[0]
         plan = self.plans.for_batch(bs)
-        draft = self.draft(batch, draft_input.bonus_tokens)
-        self.profiler.mark()
         direct = plan.direct_verify
-        if direct is not None and draft.from_graph and direct.fits(bs) and greedy_acceptable(batch):
-            direct.load_and_prepare(batch.seq_lens, batch.req_pool_indices, draft_input.bonus_tokens, draft.slots,
-                                    draft.positions)  # fmt: skip
-            self.profiler.mark()
-            result, committed = self.verify_direct(direct, bs, plan.budget), True
+        if direct is not None and direct.fits(bs) and greedy_acceptable(batch):
+            result, committed = self.decode_direct(direct, batch, draft_input.bonus_tokens), True
         else:
+            draft = self.draft(batch, draft_input.bonus_tokens)
+            self.profiler.mark()
             roots = draft_input.bonus_tokens.to(torch.int64)
             tree, lineage = plan.build_tree(draft.topk_ids, draft.topk_logprobs, roots)
             self.profiler.mark()
@@ -428,7 +445,7 @@ class JetSpecWorker(BaseSpecWorker):
         logits_output = out.logits_output
         predict, accept_lens, bonus, new_seq_lens = accept(
             logits_output.next_token_logits, logits_output.hidden_states, verify_input, batch.seq_lens,
-            batch.req_pool_indices, batch.out_cache_loc, block_positions, block_slots,
+            batch.out_cache_loc, block_positions, block_slots,
         )  # fmt: skip
         self.profiler.split("accept")
         logits_output.hidden_states = None  # keep the taps off the host copy
@@ -445,20 +462,31 @@ class JetSpecWorker(BaseSpecWorker):
             extra_keep_alive_refs=[forward_batch],  # the scheduler holds the verify tensors across overlap
         )
 
-    def verify_direct(self, direct: DirectVerify, bs: int, budget: int) -> GenerationBatchResult:
-        """The target's verify graph and acceptance after ``DirectVerify.load_and_prepare``."""
+    def decode_direct(self, direct: DirectVerify, batch: Any, bonus: torch.Tensor) -> GenerationBatchResult:
+        """An all-greedy step as ``DirectVerify``'s five replays (draft, tree and verify phases)."""
+        bs = bonus.shape[0]
+        direct.load(batch.seq_lens, batch.req_pool_indices, bonus)
+        direct.replay_draft_inputs(bs)
+        self.profiler.split("draft_inputs")
+        direct.replay_head(bs)
+        self.profiler.split("draft_forward")
+        self.profiler.mark()
+        direct.replay_prepare(bs)
+        self.profiler.mark()
         direct.replay_target(bs)
+        self.war_fastpath_read_done_event = torch.cuda.Event()
+        self.war_fastpath_read_done_event.record()
         self.profiler.split("target_forward")
-        logits, predict, accept_lens, bonus, new_seq_lens = direct.replay_accept(bs)
+        logits, predict, accept_lens, next_bonus, new_seq_lens = direct.replay_accept(bs)
         self.profiler.split("accept")
         return GenerationBatchResult(
             logits_output=LogitsProcessorOutput(next_token_logits=logits, hidden_states=None),
             next_token_ids=predict,
             accept_lens=accept_lens,
             new_seq_lens=new_seq_lens,
-            next_draft_input=make_draft_input_v2(bonus_tokens=bonus, new_seq_lens=new_seq_lens),
+            next_draft_input=make_draft_input_v2(bonus_tokens=next_bonus, new_seq_lens=new_seq_lens),
             can_run_cuda_graph=True,
-            speculative_num_draft_tokens=budget,
+            speculative_num_draft_tokens=direct.budget,
         )
 
     def commit(self, result: GenerationBatchResult, budget: int, block_slots: torch.Tensor,
