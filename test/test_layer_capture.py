@@ -81,6 +81,23 @@ def test_split_residual_targets_capture_each_tapped_layers_whole_output(layer_id
     assert len(model.model(x)[1]) == len(layer_ids)  # every forward, not the first only
 
 
+def test_a_graph_replay_in_place_of_the_decoders_forward_returns_whole_outputs() -> None:
+    """SGLang's breakable prefill graph records the decoder's forward once, then replays it by putting its own
+    function in place of ``decoder.forward`` (``prefill_cuda_graph_runner._execute_body_capture``): no layer runs in
+    Python then. The features must already be whole in what was recorded."""
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM()
+    capture_layers(model, [1, 3])
+    x = torch.randn(5, 8)
+    recorded = model.model.forward(x)  # what a capture records (a static output)
+    model.model.forward = lambda *args, **kwargs: recorded  # the replay, as SGLang installs it
+    want = whole_outputs(model.model, x)
+    for _ in range(2):  # every replay
+        hidden, captured = model.model(x)
+        for got, layer_id in zip(captured, [1, 3]):
+            torch.testing.assert_close(got, want[layer_id])
+
+
 class Llama:
     config = SimpleNamespace(num_hidden_layers=12)
 

@@ -4,8 +4,9 @@ Most sglang 0.5.17 models expose ``set_dflash_layers_to_capture``. Gemma-3 (``Ge
 EAGLE-3's capture, and its layers return their MLP branch and the residual stream apart (the next layer's norm
 adds them), so EAGLE-3's capture holds a layer's branch without the residual. A head is trained on HF's
 ``hidden_states``, which hold the sum. ``capture_layers`` therefore sets EAGLE-3's capture on such a model and
-hooks each tapped layer, so that the features the head reads are the layer's whole output, as in training. The
-hooks only read: the target computes exactly what it computes without them.
+has each tapped layer's output added to its residual inside the model's forward, so that the features the head reads
+are the layer's whole output, as in training. This only reads: the target computes exactly what it computes without
+it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ def capture_layers(model: Any, layer_ids: Sequence[int]) -> None:
 
 
 def add_residuals_to_captures(decoder: torch.nn.Module, layer_ids: Sequence[int]) -> None:
-    """Hooks on ``decoder`` (a model whose ``layers[i]`` return ``(branch, residual)`` and whose forward returns
-    ``(hidden, [captured, ...])``): each captured feature becomes ``branch + residual`` of the tapped layer."""
+    """Make ``decoder`` (a model whose ``layers[i]`` return ``(branch, residual)`` and whose forward returns
+    ``(hidden, [captured, ...])``) return ``branch + residual`` of each tapped layer as its captured features.
+
+    Hooks on the tapped layers keep their outputs, and the decoder's ``forward`` (an instance attribute, so
+    ``__call__`` and SGLang's graph runners find it) swaps them in. Both run inside the decoder's forward, so a CUDA
+    graph captured from it computes the sums itself: SGLang's breakable prefill graph replays the decoder by putting
+    its own function in place of ``forward``, and then no Python around the layers runs.
+    """
     outputs: dict[int, torch.Tensor] = {}
 
     def keep_output(layer_id: int):
@@ -53,14 +60,17 @@ def add_residuals_to_captures(decoder: torch.nn.Module, layer_ids: Sequence[int]
 
         return hook
 
-    def replace_captures(module: torch.nn.Module, args: Any, output: Any) -> Any:
+    forward = decoder.forward
+
+    def forward_with_whole_outputs(*args: Any, **kwargs: Any) -> Any:
+        output = forward(*args, **kwargs)
         if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], list)):
             return output  # no capture this forward
         if len(output[1]) != len(layer_ids):
-            raise RuntimeError(f"{type(module).__name__} captured {len(output[1])} features, expected "
+            raise RuntimeError(f"{type(decoder).__name__} captured {len(output[1])} features, expected "
                                f"{len(layer_ids)} (layers {list(layer_ids)})")
         return output[0], [outputs.pop(i) for i in layer_ids]
 
     for layer_id in layer_ids:
         decoder.layers[layer_id].register_forward_hook(keep_output(layer_id))
-    decoder.register_forward_hook(replace_captures)
+    decoder.forward = forward_with_whole_outputs
