@@ -21,6 +21,7 @@ from jetspec_sglang.kernels.tree_attention import (
     MAX_SPLITS,
     MERGE_WARPS,
     MIN_SPLIT_KEYS,
+    Tile,
     _tile_config,
     build_tree_mask,
     merge_counter_slots,
@@ -62,12 +63,18 @@ CASES = {
                                                                  sliding_window=40),
     "float32, window 0: each node sees itself only": dict(n=8, prefix_lens=[20, 3], num_kv_heads=1, group=2,
                                                          dtype="float32", sliding_window=0),
+    "tile 32x128x4x2: 2 row tiles, 128-key tiles, 2 splits and 1": dict(n=16, prefix_lens=[97, 1, 40], num_kv_heads=1,
+                                                                       group=4, num_splits=2, min_split_keys=32,
+                                                                       tile="32x128x4x2"),
+    "tile 16x32x2x1, window 5": dict(n=8, prefix_lens=[40, 3], num_kv_heads=2, group=2, sliding_window=5,
+                                     tile="16x32x2x1"),
 }  # fmt: skip
 # Cases with requests of several active splits, run again with the last split merging (``merge_counters``).
 FUSED_MERGE_CASES = ("3 of 3 splits and 1, 3 heads", "2 splits and 1, GQA 4", "4 and 3 splits, N 1",
                      "N 100: 4 mask words, 2 tree tiles, an empty split", "prefix past max_prefix_len",
                      "float32, 2 splits and 1, N 100",
-                     "window 40 over 3 splits: the first splits see nothing")  # fmt: skip
+                     "window 40 over 3 splits: the first splits see nothing",
+                     "tile 32x128x4x2: 2 row tiles, 128-key tiles, 2 splits and 1")  # fmt: skip
 
 
 def random_parents(gen: torch.Generator, bs: int, n: int) -> torch.Tensor:
@@ -108,19 +115,22 @@ def make_inputs(seed: int, n: int, prefix_lens: list[int], num_kv_heads: int, gr
 
 
 def measure(inputs: tuple, max_prefix_len: int, num_splits: int | None = None,
-            min_split_keys: int = MIN_SPLIT_KEYS, fused_merge: bool = False, sliding_window: int = -1) -> dict:
+            min_split_keys: int = MIN_SPLIT_KEYS, fused_merge: bool = False, sliding_window: int = -1,
+            tile: str | None = None) -> dict:
     """Run the kernel into a NaN-filled buffer; its error and PyTorch's in q's dtype against the float64 reference.
     ``fused_merge``: the last split merges (``merge_counters``), which must leave every ticket at zero.
-    ``sliding_window``: each node at its position, prefix length plus depth, sees that many positions back."""
+    ``sliding_window``: each node at its position, prefix length plus depth, sees that many positions back.
+    ``tile``: a launch configuration (``Tile.parse``) instead of the one chosen by size."""
+    tile = None if tile is None else Tile.parse(tile)
     q, k_buffer = inputs[0], inputs[1]
     sm_scale = q.shape[-1] ** -0.5
     window = dict(sliding_window=sliding_window, positions=node_positions(inputs[5], inputs[6]))
     out = torch.full_like(q, float("nan"))
     slots = merge_counter_slots(inputs[-1].shape[0], inputs[-1].shape[1], q.shape[1], k_buffer.shape[1], q.shape[2],
-                                q.dtype)  # fmt: skip
+                                q.dtype, tile)  # fmt: skip
     counters = torch.zeros(slots + 3, dtype=torch.int32, device=q.device) if fused_merge else None
     got = tree_attention(*inputs, sm_scale, max_prefix_len, out=out, num_splits=num_splits,
-                         min_split_keys=min_split_keys, merge_counters=counters, **window)
+                         min_split_keys=min_split_keys, merge_counters=counters, tile=tile, **window)
     want = tree_attention_reference(*inputs, sm_scale, **window)
     baseline = tree_attention_reference(*inputs, sm_scale, dtype=q.dtype, **window)
     return {
@@ -191,12 +201,13 @@ def run_cases() -> dict:
         case = dict(case)
         num_splits, max_prefix_len = case.pop("num_splits", None), case.pop("max_prefix_len", None)
         min_split_keys, window = case.pop("min_split_keys", MIN_SPLIT_KEYS), case.pop("sliding_window", -1)
+        tile = case.pop("tile", None)
         inputs = make_inputs(seed, **case, head_dim=64)
         bound = max_prefix_len or max(case["prefix_lens"])
-        results[name] = measure(inputs, bound, num_splits, min_split_keys, sliding_window=window)
+        results[name] = measure(inputs, bound, num_splits, min_split_keys, sliding_window=window, tile=tile)
         if name in FUSED_MERGE_CASES:
             results[f"{name}, merged by the last split"] = measure(inputs, bound, num_splits, min_split_keys,
-                                                                   fused_merge=True, sliding_window=window)
+                                                                   fused_merge=True, sliding_window=window, tile=tile)
     return results
 
 
@@ -299,6 +310,28 @@ def test_kernels_compile_for_hopper(head_dim: int, rows: int, group: int, split:
         compile_for_sm90(kernels.tree_attention_fwd, constexprs, data, num_warps=num_warps, num_stages=num_stages)
     if split:
         compile_for_sm90(kernels.merge_splits, dict(SPLITS=MAX_SPLITS, HEAD_DIM=head_dim), data, num_warps=MERGE_WARPS)
+
+
+SWEEP_TILES = ("64x64x4x3", "64x128x4x2", "128x128x8x2", "32x64x4x3", "16x64x2x3", "32x128x4x2")
+
+
+@needs_triton
+@pytest.mark.parametrize("tile", SWEEP_TILES)
+def test_tiles_a_benchmark_sweeps_compile_for_hopper(tile: str) -> None:
+    """``tree_attention_bench.py --tiles`` times these at SmolLM2's shape (head_dim 64, bf16, split and fused)."""
+    from jetspec_sglang.kernels import tree_attention_triton as kernels
+
+    block_m, block_n, num_warps, num_stages = Tile.parse(tile)
+    for fused_merge in (False, True):
+        constexprs = dict(GROUP=3, HEAD_DIM=64, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=True, DOT_PRECISION="tf32",
+                          FUSED_MERGE=fused_merge, WINDOW=False)
+        compile_for_sm90(kernels.tree_attention_fwd, constexprs, "bf16", num_warps=num_warps, num_stages=num_stages)
+
+
+@pytest.mark.parametrize("text", ["128x64x8", "128x48x8x3", "8x64x4x3", "128x64x3x3", "128x64x8x0", "axbxcxd"])
+def test_a_tile_the_kernel_cannot_take_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="tile|block_m"):
+        Tile.parse(text)
 
 
 @needs_triton

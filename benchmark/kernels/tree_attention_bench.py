@@ -24,11 +24,15 @@ replays 20 calls captured back to back in a CUDA graph, as a verify graph runs t
 
 Serving passes the server's context length as ``max_prefix_len`` (it sizes the split grid of the captured
 graphs); ``--grid-context`` does the same here (default: each case's own context). ``--min-split-keys``
-sweeps the kernel's ``min_split_keys`` (one row per value; FlashInfer is timed in the first only).
+sweeps the kernel's ``min_split_keys``, and ``--tiles`` its launch configuration (``BLOCK_MxBLOCK_NxWARPSxSTAGES``,
+``default`` for the one it picks by size): one row per combination, FlashInfer timed in the first only.
 For SmolLM2's shape at short contexts, for example:
 
     python benchmark/kernels/tree_attention_bench.py --q-heads 9 --kv-heads 3 --head-dim 64 --bs 1 4 \
         --budgets 64 128 --contexts 128 512 --grid-context 8192 --min-split-keys 512 128 64 --graph --out OUT
+    python benchmark/kernels/tree_attention_bench.py --q-heads 9 --kv-heads 3 --head-dim 64 --bs 1 4 \
+        --budgets 64 --contexts 128 512 --grid-context 8192 --tiles default 64x64x4x3 64x128x4x2 32x64x4x3 --graph \
+        --out OUT
 
 Bytes are KV read (prefix + tree, K and V) + Q read + O written; FlashInfer also reads its packed mask. The
 HBM fraction is against a device-to-device copy measured here.
@@ -52,7 +56,7 @@ from jetspec_sglang.kernels import (
     tree_attention_reference,
     tree_mask_from_parents,
 )
-from jetspec_sglang.kernels.tree_attention import MIN_SPLIT_KEYS, merge_counter_slots
+from jetspec_sglang.kernels.tree_attention import MIN_SPLIT_KEYS, Tile, merge_counter_slots
 from jetspec_sglang.run_meta import run_metadata
 from jetspec_sglang.tree import build_tree
 from jetspec_sglang.tree_layout import ancestor_mask, verify_mask
@@ -139,14 +143,15 @@ def plan_us(plan: Callable[[], None], repeats: int = 5) -> float:
 
 
 def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: torch.Tensor | None,
-               workspace: torch.Tensor | None, hbm: float, min_split_keys: int) -> dict:  # fmt: skip
+               workspace: torch.Tensor | None, hbm: float, min_split_keys: int, tile: Tile | None) -> dict:  # fmt: skip
     case = make_case(bs, n, context, args)
     inputs = [case[k] for k in ("q", "k_buffer", "v_buffer", "req_to_token", "req_pool_indices", "prefix_lens",
                                 "tree_mask")]  # fmt: skip
     sm_scale = args.head_dim**-0.5
     kv_bytes = 2 * bs * (context + n) * args.kv_heads * args.head_dim * 2
     nbytes = kv_bytes + 2 * case["q"].numel() * 2
-    row = {"bs": bs, "N": n, "context": context, "min_split_keys": min_split_keys, "bytes": nbytes,
+    row = {"bs": bs, "N": n, "context": context, "min_split_keys": min_split_keys,
+           "tile": "default" if tile is None else "x".join(map(str, tile)), "bytes": nbytes,
            "flops": 4 * bs * n * (context + n) * args.q_heads * args.head_dim}  # fmt: skip
 
     want = tree_attention_reference(*inputs, sm_scale)
@@ -155,12 +160,12 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
     ours_out = torch.empty_like(case["q"])
     grid = args.grid_context or context
     fused_out = torch.empty_like(case["q"])
-    counters = torch.zeros(merge_counter_slots(bs, n, args.q_heads, args.kv_heads, args.head_dim), dtype=torch.int32,
-                           device=fused_out.device)  # fmt: skip
-    paths = {"ours": (lambda: tree_attention(*inputs, sm_scale, grid, out=ours_out, min_split_keys=min_split_keys),
-                      ours_out),
+    counters = torch.zeros(merge_counter_slots(bs, n, args.q_heads, args.kv_heads, args.head_dim, tile=tile),
+                           dtype=torch.int32, device=fused_out.device)  # fmt: skip
+    paths = {"ours": (lambda: tree_attention(*inputs, sm_scale, grid, out=ours_out, min_split_keys=min_split_keys,
+                                             tile=tile), ours_out),
              "fused": (lambda: tree_attention(*inputs, sm_scale, grid, out=fused_out, min_split_keys=min_split_keys,
-                                              merge_counters=counters), fused_out)}  # fmt: skip
+                                              merge_counters=counters, tile=tile), fused_out)}  # fmt: skip
     if workspace is not None:
         try:  # any FlashInfer failure (JIT build, plan, run) is recorded; ours is still timed
             plan, run, fi_out = flashinfer_verify(case, sm_scale, workspace)
@@ -193,6 +198,7 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
 # (header, row key, format): a missing key (a path not timed) prints "-"
 COLUMNS = (
     ("bs", "bs", "{}"), ("N", "N", "{}"), ("context", "context", "{}"), ("split keys", "min_split_keys", "{}"),
+    ("tile", "tile", "{}"),
     ("ours us", "ours_us", "{}"), ("fused-merge us", "fused_us", "{}"),
     ("FI us", "flashinfer_us", "{}"), ("FI plan us", "flashinfer_plan_us", "{}"),
     ("FI / ours", "flashinfer_over_ours", "{:.2f}x"), ("bytes moved", "bytes", "{:.3g}"),
@@ -243,9 +249,12 @@ def main() -> None:
                         help="max_prefix_len passed to the kernel, as serving passes its context length (0: the case's)")
     parser.add_argument("--min-split-keys", type=int, nargs="+", default=[MIN_SPLIT_KEYS],
                         help="the kernel's min_split_keys values to time (one row each)")
+    parser.add_argument("--tiles", nargs="+", default=["default"],
+                        help="launch configurations to time, BLOCK_MxBLOCK_NxWARPSxSTAGES or default (one row each)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
     args.hot = args.hot or args.graph
+    tiles = [None if text == "default" else Tile.parse(text) for text in args.tiles]
 
     fi_note = flashinfer_status()
     hbm = hbm_gbps()
@@ -267,9 +276,10 @@ def main() -> None:
     for context in args.contexts:
         for bs in args.bs:
             for n in args.budgets:
-                for i, min_split_keys in enumerate(args.min_split_keys):
+                sweep = [(keys, tile) for keys in args.min_split_keys for tile in tiles]
+                for i, (min_split_keys, tile) in enumerate(sweep):
                     rows.append(run_config(bs, n, context, args, flush, workspace if i == 0 else None, hbm,
-                                           min_split_keys))  # fmt: skip
+                                           min_split_keys, tile))  # fmt: skip
                     save_rows(Path(args.out), meta, rows, markdown)
                     torch.cuda.empty_cache()
     print(markdown(meta, rows))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -29,6 +29,35 @@ MIN_SPLIT_KEYS = 512  # split the prefix no finer than this many keys per progra
 MAX_SPLITS = 64  # the merge kernel holds every split's partial row at once
 MERGE_WARPS = 8
 LOG2_E = 1.4426950408889634
+
+
+class Tile(NamedTuple):
+    """How the kernel is launched: query rows (node x head) and keys per tile, warps, software-pipeline stages.
+
+    ``tree_attention`` picks one by size (``_tile_config``); passing one is for benchmarks that sweep them.
+    """
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Tile":
+        """``"128x64x8x3"`` -> ``Tile(128, 64, 8, 3)``; raises ``ValueError`` on a tile the kernel cannot take."""
+        try:
+            tile = cls(*(int(part) for part in text.split("x")))
+        except (TypeError, ValueError):
+            raise ValueError(f"a tile is BLOCK_MxBLOCK_NxWARPSxSTAGES, e.g. 128x64x8x3, got {text!r}") from None
+        tile.check()
+        return tile
+
+    def check(self) -> None:
+        """``BLOCK_M`` 16-128 (``tl.dot``'s minimum up), ``BLOCK_N`` 32-128 (whole 32-bit mask words), powers of 2."""
+        if (self.block_m not in (16, 32, 64, 128) or self.block_n not in (32, 64, 128)
+                or self.num_warps not in (1, 2, 4, 8) or not 1 <= self.num_stages <= 4):
+            raise ValueError(f"{self} must have block_m in 16-128 and block_n in 32-128 (powers of 2), num_warps in "
+                             "1-8 (a power of 2) and num_stages in 1-4")  # fmt: skip
 
 
 def tree_mask_from_parents(parents: Tensor, max_depth: int) -> Tensor:
@@ -156,6 +185,7 @@ def tree_attention(
     merge_counters: Optional[Tensor] = None,
     sliding_window: int = -1,
     positions: Optional[Tensor] = None,
+    tile: Optional[Tile] = None,
 ) -> Tensor:
     """Attention of every tree node to its request's KV prefix (all of it, or a sliding window of it) and its
     tree ancestors.
@@ -204,6 +234,8 @@ def tree_attention(
             depth only along a chain.
         positions: ``[bs * N]`` int64 (or int32), each node's position (prefix length plus depth); required
             with a sliding window.
+        tile: the launch configuration; chosen by size when ``None`` (``merge_counters`` must then be sized for
+            the same tile).
 
     Returns:
         ``[bs * N, Hq, head_dim]`` of q's dtype, ``out`` when given.
@@ -240,7 +272,9 @@ def tree_attention(
 
     total_q, num_q_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
-    block_m, block_n, num_warps, num_stages = _tile_config(head_dim, n * group, q.element_size())
+    if tile is not None:
+        tile.check()
+    block_m, block_n, num_warps, num_stages = tile or _tile_config(head_dim, n * group, q.element_size())
     row_tiles = _cdiv(n * group, block_m)
     if merge_counters is not None:
         _check_merge_counters(merge_counters, row_tiles * bs * num_kv_heads, q.device)
@@ -275,11 +309,11 @@ def tree_attention(
 
 
 def merge_counter_slots(bs: int, n: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
-                        dtype: torch.dtype = torch.bfloat16) -> int:
-    """How many ``merge_counters`` a ``tree_attention`` call of these sizes reads: one per program column
-    (row tile, request, kv head)."""
+                        dtype: torch.dtype = torch.bfloat16, tile: Optional[Tile] = None) -> int:
+    """How many ``merge_counters`` a ``tree_attention`` call of these sizes (and ``tile``) reads: one per program
+    column (row tile, request, kv head)."""
     rows = n * (num_q_heads // num_kv_heads)
-    block_m = _tile_config(head_dim, rows, dtype.itemsize)[0]
+    block_m = (tile or _tile_config(head_dim, rows, dtype.itemsize)).block_m
     return _cdiv(rows, block_m) * bs * num_kv_heads
 
 
@@ -293,8 +327,8 @@ def _check_merge_counters(counters: Tensor, needed: int, device: torch.device) -
                          "(merge_counter_slots)")
 
 
-def _tile_config(head_dim: int, rows: int, element_size: int = 2) -> tuple[int, int, int, int]:
-    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for ``rows = N * group`` query rows per kv head.
+def _tile_config(head_dim: int, rows: int, element_size: int = 2) -> Tile:
+    """The ``Tile`` for ``rows = N * group`` query rows per kv head.
 
     128 x 64 tiles as in Triton's flash-attention tutorial; 64 x 32 at head_dim 256, and for float32
     inputs (twice the bytes per tile), to fit shared memory and registers; ``BLOCK_M`` shrinks (to 16,
@@ -303,7 +337,7 @@ def _tile_config(head_dim: int, rows: int, element_size: int = 2) -> tuple[int, 
     small = head_dim == 256 or element_size > 2
     block_m = min(64 if small else 128, max(16, _next_power_of_2(rows)))
     block_n = 32 if small else 64
-    return block_m, block_n, 8 if block_m == 128 or small else 4, 2 if small else 3
+    return Tile(block_m, block_n, 8 if block_m == 128 or small else 4, 2 if small else 3)
 
 
 @functools.cache
