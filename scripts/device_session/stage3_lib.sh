@@ -27,7 +27,7 @@ side_by_side() {  # GPU NAME CONCURRENCY PROMPTS CONFIGS: GSM8K with the committ
 
 fp32_tests() {  # GPU: the fp32 lossless (tree attention by default, SGLang's by name), worker-graph and
                 # greedy-acceptance tests with the sync test
-  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -q -s -rA test/test_greedy_accept.py test/test_step_graphs.py \
+  CUDA_VISIBLE_DEVICES=$1 timeout $(left) python3 -m pytest -v -s -rA test/test_greedy_accept.py test/test_step_graphs.py \
     test/test_sglang_gpu.py -k "not smollm2" > /tmp/res/gpu_tests.log 2>&1
 }
 
