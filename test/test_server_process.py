@@ -32,6 +32,8 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-sglang-head:64") == {"JETSPEC_HEAD_ATTENTION": "sglang"}
     assert algorithm_env("jetspec-kernel-merge:64") == {"JETSPEC_SPLIT_MERGE": "kernel"}
     assert algorithm_env("jetspec-cap256:128") == {"JETSPEC_VERIFY_TOKENS": "256"}
+    assert algorithm_env("jetspec-tile-64x128x4x2:64 #2") == {"JETSPEC_TREE_TILE": "64x128x4x2"}
+    assert algorithm_args("jetspec-tile-64x128x4x2:64", "HEAD") == algorithm_args("jetspec:64", "HEAD")
 
 
 def test_a_repeated_configuration_runs_again_under_its_own_label() -> None:
@@ -50,7 +52,8 @@ def test_baselines() -> None:
     assert algorithm_args("ngram", "HEAD")[:2] == ["--speculative-algorithm", "NGRAM"]
 
 
-@pytest.mark.parametrize("name", ["jetspec", "jetspec:", "jetspec:abc", "eagle:64", "jetspec-fast:64"])
+@pytest.mark.parametrize("name", ["jetspec", "jetspec:", "jetspec:abc", "eagle:64", "jetspec-fast:64",
+                                  "jetspec-tile-:64"])
 def test_unknown_configurations_name_the_choices(name: str) -> None:
     with pytest.raises(ValueError, match="VARIANT:BUDGET"):
         algorithm_args(name, "HEAD")

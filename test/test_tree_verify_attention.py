@@ -59,9 +59,11 @@ class TritonAttnBackend(AttentionBackend):
 
 
 def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask, sm_scale,
-                     max_prefix_len, out, fp32_dot, merge_counters=None, sliding_window=-1, positions=None):  # fmt: skip
+                     max_prefix_len, out, fp32_dot, merge_counters=None, sliding_window=-1, positions=None,
+                     tile=None):  # fmt: skip
     reference_kernel.fp32_dots.append(fp32_dot)
     reference_kernel.merge_counters.append(merge_counters)
+    reference_kernel.tiles.append(tile)
     out.copy_(tree_attention_reference(q, k_buffer, v_buffer, req_to_token, req_pool_indices, prefix_lens, tree_mask,
                                        sm_scale, sliding_window=sliding_window, positions=positions))  # fmt: skip
     return out
@@ -69,6 +71,7 @@ def reference_kernel(q, k_buffer, v_buffer, req_to_token, req_pool_indices, pref
 
 reference_kernel.fp32_dots = []  # what each call was given
 reference_kernel.merge_counters = []
+reference_kernel.tiles = []
 
 
 def layer(**changes) -> types.SimpleNamespace:
@@ -220,6 +223,26 @@ def test_auto_takes_the_tree_kernel_where_the_backend_can_take_it() -> None:
     assert tva.resolve_verify_attention("tree", triton) == "tree"  # asked for by name: install says why not
 
 
+def test_the_tile_is_the_kernels_choice_unless_one_is_named(monkeypatch) -> None:
+    monkeypatch.delenv(tva.TILE_ENV, raising=False)
+    assert tva.select_tree_tile() is None
+    monkeypatch.setenv(tva.TILE_ENV, "64x128x4x2")
+    assert tva.select_tree_tile() == (64, 128, 4, 2)
+    monkeypatch.setenv(tva.TILE_ENV, "64x100x4x2")
+    with pytest.raises(ValueError, match="JETSPEC_TREE_TILE: .* unset it"):
+        tva.select_tree_tile()
+
+
+def test_a_named_tile_reaches_every_call_and_sizes_the_tickets(monkeypatch) -> None:
+    monkeypatch.setenv(tva.TILE_ENV, "16x32x2x1")
+    monkeypatch.setenv(tva.SPLIT_MERGE_ENV, "fused")
+    verify_through_the_stand_in(monkeypatch, calls=2)
+    assert reference_kernel.tiles == [(16, 32, 2, 1)] * 2
+    tile = tva.Tile(16, 32, 2, 1)
+    assert reference_kernel.merge_counters[0].numel() == merge_counter_slots(4, N, HKV * GROUP, HKV, D, torch.float32,
+                                                                             tile)  # fmt: skip
+
+
 def test_split_merge_is_fused_unless_a_second_kernel_is_asked_for(monkeypatch) -> None:
     monkeypatch.delenv(tva.SPLIT_MERGE_ENV, raising=False)
     assert tva.select_split_merge() == "fused"
@@ -269,6 +292,7 @@ def verify_through_the_stand_in(monkeypatch, calls: int) -> None:
     monkeypatch.setattr(tva, "tree_attention", reference_kernel)
     monkeypatch.setattr(reference_kernel, "fp32_dots", [])
     monkeypatch.setattr(reference_kernel, "merge_counters", [])
+    monkeypatch.setattr(reference_kernel, "tiles", [])
     pool, req_to_token, forward_batch, bs = verify_batch([7, 3])
     backend = TritonAttnBackend(pool, req_to_token)
     tva.install_tree_verify_attention(backend, tva.TreeMaskBuffer(capacity=4, budget=N, device="cpu"))

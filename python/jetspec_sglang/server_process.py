@@ -70,14 +70,28 @@ def config_name(label: str) -> str:
     return label.partition(" #")[0]
 
 
+TILE_VARIANT = "jetspec-tile-"  # jetspec-tile-64x128x4x2: the tree kernel launched with that tile (JETSPEC_TREE_TILE)
+
+
+def variant_env(variant: str) -> Optional[dict[str, str]]:
+    """The environment a JETSPEC variant name selects (``JETSPEC_VARIANTS``, or ``jetspec-tile-TILE``), None for a
+    name that is not one."""
+    if variant in JETSPEC_VARIANTS:
+        return dict(JETSPEC_VARIANTS[variant])
+    if variant.startswith(TILE_VARIANT) and len(variant) > len(TILE_VARIANT):
+        return {"JETSPEC_TREE_TILE": variant[len(TILE_VARIANT) :]}
+    return None
+
+
 def algorithm_env(name: str) -> dict[str, str]:
-    """Environment of one configuration or run label (``JETSPEC_VARIANTS``; empty for the others)."""
-    return dict(JETSPEC_VARIANTS.get(config_name(name).partition(":")[0], {}))
+    """Environment of one configuration or run label (its JETSPEC variant's; empty for the others)."""
+    return variant_env(config_name(name).partition(":")[0]) or {}
 
 
 def algorithm_args(name: str, head: str) -> list[str]:
     """Server flags of one configuration or run label: ``plain``, ``ngram``, ``dflash``, or ``VARIANT:BUDGET`` for a
-    JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-no-overlap:128``, ``jetspec-tree:64``)."""
+    JETSPEC variant of ``JETSPEC_VARIANTS`` (``jetspec:64``, ``jetspec-no-overlap:128``, ``jetspec-tree:64``) or a
+    tile variant (``jetspec-tile-64x128x4x2:64``)."""
     name = config_name(name)
     if name == "plain":
         return []
@@ -86,11 +100,11 @@ def algorithm_args(name: str, head: str) -> list[str]:
     if name == "dflash":
         return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", head]
     variant, _, budget = name.partition(":")
-    if variant in JETSPEC_VARIANTS and budget.isdigit():
+    if variant_env(variant) is not None and budget.isdigit():
         return ["--speculative-algorithm", "JETSPEC", "--speculative-draft-model-path", head,
                 "--speculative-num-draft-tokens", budget]
     raise ValueError(f"unknown configuration {name!r}: use plain, ngram, dflash or VARIANT:BUDGET with VARIANT "
-                     f"one of {sorted(JETSPEC_VARIANTS)}")
+                     f"one of {sorted(JETSPEC_VARIANTS)} or {TILE_VARIANT}TILE (e.g. {TILE_VARIANT}64x128x4x2)")
 
 
 class SGLangServer:

@@ -33,7 +33,7 @@ from .direct_verify import direct_verify_mode
 from .greedy_accept import greedy_accept_enabled
 from .head_attention import select_head_attention
 from .tree_builder import check_kernel_switches
-from .tree_verify_attention import select_split_merge, select_verify_attention
+from .tree_verify_attention import select_split_merge, select_tree_tile, select_verify_attention
 from .verify_metadata import graph_metadata_enabled
 from .vocab_topk import select_vocab_topk
 
@@ -127,6 +127,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     verify_token_cap(head.hidden_size)  # a bad JETSPEC_VERIFY_TOKENS fails here, not in the scheduler
     select_verify_attention()  # and a bad JETSPEC_VERIFY_ATTENTION
     select_split_merge()  # JETSPEC_SPLIT_MERGE
+    select_tree_tile()  # JETSPEC_TREE_TILE
     graph_metadata_enabled()  # and a bad JETSPEC_GRAPH_METADATA
     check_kernel_switches()  # JETSPEC_TREE_BUILDER, JETSPEC_VERIFY_INPUTS, JETSPEC_DRAFT_INPUTS
     greedy_accept_enabled()  # JETSPEC_GREEDY_ACCEPT

@@ -43,6 +43,7 @@ from torch import Tensor
 from ..kernels.tree_attention import (
     DTYPES,
     HEAD_DIMS,
+    Tile,
     build_tree_mask,
     merge_counter_slots,
     tree_attention,
@@ -51,6 +52,7 @@ from ..kernels.tree_attention import (
 
 CHOICES = ("auto", "sglang", "tree")
 SPLIT_MERGE_ENV = "JETSPEC_SPLIT_MERGE"
+TILE_ENV = "JETSPEC_TREE_TILE"
 SPLIT_MERGE_CHOICES = ("kernel", "fused")
 TRITON_FP32_ENV = "TRITON_F32_DEFAULT"
 FP32_DOTS = ("tf32", "tf32x3", "ieee")
@@ -88,6 +90,20 @@ def select_split_merge(choice: Optional[str] = None) -> str:
     if choice not in SPLIT_MERGE_CHOICES:
         raise ValueError(f"{SPLIT_MERGE_ENV} must be one of {SPLIT_MERGE_CHOICES}, got {choice!r}")
     return choice
+
+
+def select_tree_tile(choice: Optional[str] = None) -> Optional[Tile]:
+    """``choice``, else ``$JETSPEC_TREE_TILE``: the tree kernel's launch configuration, ``BLOCK_MxBLOCK_NxWARPSxSTAGES``
+    (e.g. ``64x128x4x2``), for the target's verify and the head alike; unset or ``auto`` lets the kernel pick by size.
+    For tuning a deployment (``benchmark/kernels/tree_attention_bench.py --tiles`` times them kernel by kernel, the
+    ``jetspec-tile-TILE:BUDGET`` configuration of the benchmarks a whole step); outputs do not depend on it."""
+    choice = choice or os.environ.get(TILE_ENV) or "auto"
+    if choice == "auto":
+        return None
+    try:
+        return Tile.parse(choice)
+    except ValueError as err:
+        raise ValueError(f"{TILE_ENV}: {err}; unset it to let the kernel choose") from None
 
 
 def resolve_verify_attention(choice: str, backend: Any) -> str:
@@ -153,7 +169,8 @@ def install_tree_verify_attention(backend: Any, mask: TreeMaskBuffer) -> "TreeVe
     refusal = tree_attention_refusal(backend)
     if refusal is not None:
         raise ValueError(refusal)
-    backend.forward_extend = TreeVerifyForwardExtend(backend, mask, fused_merge=select_split_merge() == "fused")
+    backend.forward_extend = TreeVerifyForwardExtend(backend, mask, fused_merge=select_split_merge() == "fused",
+                                                     tile=select_tree_tile())
     return backend.forward_extend
 
 
@@ -166,10 +183,12 @@ class TreeVerifyForwardExtend:
     kernel, the only reader of the backend's verify metadata (``verify_metadata.skip_unread_refill``).
     ``fused_merge``: the kernel's last split merges (``JETSPEC_SPLIT_MERGE=fused``), with tickets in
     ``merge_counters``, allocated at the first call (SGLang's eager warm-up, before any graph is captured) for the
-    mask's full capacity, so that every captured graph reads the same buffer.
+    mask's full capacity, so that every captured graph reads the same buffer. ``tile``: the kernel's launch
+    configuration (``select_tree_tile``), None to let it pick by size.
     """
 
-    def __init__(self, backend: Any, mask: TreeMaskBuffer, fused_merge: bool = False) -> None:
+    def __init__(self, backend: Any, mask: TreeMaskBuffer, fused_merge: bool = False, tile: Optional[Tile] = None
+                 ) -> None:
         self.backend = backend
         self.mask = mask
         self.sglang_forward_extend = backend.forward_extend
@@ -177,6 +196,7 @@ class TreeVerifyForwardExtend:
         self.fused_merge = fused_merge
         self.merge_counters: Optional[Tensor] = None
         self.fp32_dot = sglang_fp32_dot()
+        self.tile = tile
 
     def __call__(self, q: Tensor, k: Optional[Tensor], v: Optional[Tensor], layer: Any, forward_batch: Any,
                  save_kv_cache: bool = True, **kwargs: Any) -> Tensor:
@@ -208,6 +228,7 @@ class TreeVerifyForwardExtend:
             merge_counters=self._merge_counters(q, heads, layer.tp_k_head_num, head_dim) if self.fused_merge else None,
             sliding_window=_sliding_window(layer),
             positions=forward_batch.positions,
+            tile=self.tile,
         )
         return out
 
@@ -218,7 +239,8 @@ class TreeVerifyForwardExtend:
             if q.is_cuda and torch.cuda.is_current_stream_capturing():
                 raise RuntimeError(f"{SPLIT_MERGE_ENV}=fused: the first tree-attention call came inside a CUDA-graph "
                                    f"capture, so its merge tickets cannot be allocated; set {SPLIT_MERGE_ENV}=kernel")
-            slots = merge_counter_slots(self.mask.buffer.shape[0], self.mask.budget, heads, kv_heads, head_dim, q.dtype)
+            slots = merge_counter_slots(self.mask.buffer.shape[0], self.mask.budget, heads, kv_heads, head_dim, q.dtype,
+                                        self.tile)  # fmt: skip
             self.merge_counters = torch.zeros(slots, dtype=torch.int32, device=q.device)
         return self.merge_counters
 
