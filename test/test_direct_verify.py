@@ -20,6 +20,7 @@ import torch
 from sglang_source import sglang_source
 
 from jetspec_sglang.kernels.draft_inputs import draft_inputs_torch
+from jetspec_sglang.kernels.graph_inputs import head_graph_inputs_reference, pad_verify_inputs_reference
 from jetspec_sglang.sglang import direct_verify as dv
 
 needs_source = pytest.mark.skipif(sglang_source() is None, reason="sglang 0.5.17 source is not unpacked (.ci/run does it)")
@@ -68,34 +69,34 @@ def test_target_buffers_hold_what_sglang_fill_gives_a_padded_batch() -> None:
         registry.fill_from(forward_batch, raw_bs=2, padded_bs=3, raw_num_tokens=2 * N, padded_num_tokens=3 * N)
         sglang = {name: registry.get_slot(name).buffer for name in dv.INT64_SLOTS}
 
-    real = torch.tensor([True, True, False])
     target = {name: torch.full((3 * N,) if name in ("input_ids", "positions", "out_cache_loc") else (3,), -7)
               for name in dv.INT64_SLOTS}  # fmt: skip
     target["positions"][: 2 * N] = b["positions"]  # what the verify-inputs kernel wrote; row 2 is a padding tree's
     target["positions"][2 * N :] = torch.arange(N)
     target["input_ids"].copy_(torch.arange(3 * N))
-    seq_lens = torch.where(real, torch.tensor([7, 12, 99]), 0)
-    req_pool_indices = torch.where(real, torch.tensor([3, 1, 4]), 0)
-    lists = torch.arange(3 * 3 * N).view(3, 3, N)
+    built = torch.arange(3 * 3 * N).view(3, 3, N)
+    lists = built.clone()
     own_nodes = torch.arange(3 * N).view(3, N) + 500
-    candidates, index, next_token, next_sibling = dv.pad_verify_rows(
-        target, lists, real, seq_lens, req_pool_indices, b["req_to_token"], 1, own_nodes)
+    # two real rows; the padding row keeps a larger earlier step's leftovers in the step's static rows
+    pad_verify_inputs_reference(target, lists, torch.tensor(2), torch.tensor([7, 12, 99]), torch.tensor([3, 1, 4]),
+                                b["req_to_token"], 1, own_nodes)
+    index, next_token, next_sibling = lists
     for name in ("positions", "out_cache_loc"):
         assert torch.equal(target[name], sglang[name][: 3 * N]), name
     for name in ("seq_lens", "req_pool_indices"):
         assert torch.equal(target[name], sglang[name][:3]), name
     # GreedyAccept's inputs: the trees of real rows as built; the padding row a root-only tree over its own nodes.
-    assert torch.equal(candidates, torch.arange(3 * N).view(3, N))
-    assert torch.equal(index[:2], lists[0, :2]) and torch.equal(index[2], own_nodes[2])
-    for got, built in ((next_token, lists[1]), (next_sibling, lists[2])):
-        assert torch.equal(got[:2], built[:2]) and (got[2] == -1).all()
+    assert torch.equal(target["input_ids"], torch.arange(3 * N))
+    assert torch.equal(index[:2], built[0, :2]) and torch.equal(index[2], own_nodes[2])
+    for got, want in ((next_token, built[1]), (next_sibling, built[2])):
+        assert torch.equal(got[:2], want[:2]) and (got[2] == -1).all()
 
 
 @needs_source
 def test_head_buffers_hold_what_sglang_fill_gives_a_padded_block() -> None:
-    """The head graph's inputs (``write_head_inputs``, with the torch reference of the block kernel) against SGLang's
-    fill of the same ``ForwardBatch`` the worker's eager draft builds: ``[bonus, MASK x D]``, ``seq_len + j``,
-    ``req_to_token[req, seq_len + j]``, and the padding row as SGLang pads it."""
+    """The head graph's inputs (``head_graph_inputs_reference``, with the torch reference of the block kernel) against
+    SGLang's fill of the same ``ForwardBatch`` the worker's eager draft builds: ``[bonus, MASK x D]``,
+    ``seq_len + j``, ``req_to_token[req, seq_len + j]``, and the padding row as SGLang pads it."""
     b, width, mask_id = batch_of_two(), 3, 99
     bonus = torch.tensor([5, 6])
     block_ids, slots, positions = draft_inputs_torch(b["seq_lens"], b["req_pool_indices"], b["req_to_token"], bonus,
@@ -116,8 +117,9 @@ def test_head_buffers_hold_what_sglang_fill_gives_a_padded_block() -> None:
     head = dv.rows_of({name: torch.full((4 * width,) if name in ("input_ids", "positions", "out_cache_loc") else (4,),
                                         -7) for name in dv.INT64_SLOTS}, 3, width)  # fmt: skip
     stale = torch.tensor([4, 2])  # a padding row's leftovers from an earlier, larger step
-    got_slots, got_positions = dv.write_head_inputs(
-        head, torch.tensor([True, True, False]), torch.cat([b["seq_lens"], stale[:1]]),
+    got_slots, got_positions = torch.full((3, width), -7), torch.full((3, width), -7)
+    head_graph_inputs_reference(
+        head, got_slots, got_positions, torch.tensor(2), torch.cat([b["seq_lens"], stale[:1]]),
         torch.cat([b["req_pool_indices"], stale[1:]]), torch.cat([bonus, torch.tensor([7])]), b["req_to_token"],
         mask_id, 1, make_draft_inputs=draft_inputs_torch)
     for name in ("positions", "out_cache_loc", "seq_lens", "req_pool_indices"):

@@ -208,6 +208,14 @@ def tiny_sglang_verify_prep_runs(tiny_models, tiny_plain):
                                       JETSPEC_DIRECT_VERIFY="0"))
 
 
+@pytest.fixture(scope="module")
+def tiny_fused_graph_input_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the direct step's graph inputs written by one Triton launch each
+    (``JETSPEC_GRAPH_INPUTS=fused``) instead of PyTorch's small ops."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_GRAPH_INPUTS="fused"))
+
+
 def first_difference(got: list[int], expected: list[int]) -> int | None:
     """Index of the first token where ``got`` parts from ``expected``, None where it does not."""
     return next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)
@@ -266,6 +274,12 @@ def test_tiny_fp32_sglang_verify_prep_drafts_the_same_trees(tiny_runs, tiny_sgla
     """Direct verify (the default) against SGLang's verify preparation and runner: lossless either way, and the
     same accepted lengths request by request (a wrong KV slot, position or padding row would change them)."""
     assert_same_trees(tiny_runs, tiny_sglang_verify_prep_runs)
+
+
+def test_tiny_fp32_fused_graph_inputs_draft_the_same_trees(tiny_runs, tiny_fused_graph_input_runs) -> None:
+    """The direct step with its graph inputs from ``kernels.graph_inputs``' one-launch kernel: lossless, and every
+    request's accepted length as with PyTorch's ops (the same drafted trees)."""
+    assert_same_trees(tiny_runs, tiny_fused_graph_input_runs)
 
 
 def test_tiny_fp32_vocab_topk_drafts_the_same_trees_fused_or_torch(tiny_runs, tiny_torch_topk_runs) -> None:

@@ -6,7 +6,8 @@ followed by ``sglang.lineage.encode_lineage``; ``build_verify_inputs_fused`` is
 ``tree_layout.eagle_verify_inputs``; ``tree_attention`` is
 ``tree_attention_reference``, beside it in ``tree_attention.py``, and ``build_tree_mask`` (its
 ancestor bitmask in one launch) is ``tree_mask_from_parents``; ``draft_inputs_fused`` is
-``draft_inputs_torch``; ``vocab_topk`` (Triton) is ``vocab_topk_reference``.
+``draft_inputs_torch``; ``vocab_topk`` (Triton) is ``vocab_topk_reference``; ``head_graph_inputs`` and
+``pad_verify_inputs`` (Triton, ``graph_inputs.py``) are their ``*_reference``.
 """
 
 from .draft_inputs import draft_inputs_fused as draft_inputs_fused

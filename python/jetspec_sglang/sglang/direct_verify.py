@@ -40,7 +40,14 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..kernels.draft_inputs import DraftBlock, draft_inputs_fused
+from ..kernels.graph_inputs import (
+    head_graph_inputs,
+    head_graph_inputs_reference,
+    pad_verify_inputs,
+    pad_verify_inputs_reference,
+    real_rows,
+    select_graph_inputs,
+)
 from ..kernels.verify_inputs import build_verify_inputs_fused
 from ..tree_layout import TreeMaskMode, VerifyInputs
 from .greedy_accept import GreedyAccept
@@ -155,6 +162,9 @@ class DirectVerify:
         # The head's block slots and positions, written by ``draft_inputs`` (the head's K/V commit goes there).
         self.block_slots = torch.zeros((max_bs, self.width), **i64)
         self.block_positions = torch.zeros((max_bs, self.width), **i64)
+        fused = select_graph_inputs() == "fused"
+        self.write_head_inputs = head_graph_inputs if fused else head_graph_inputs_reference
+        self.pad_verify_inputs = pad_verify_inputs if fused else pad_verify_inputs_reference
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, BucketGraphs] = {}
         self._inputs: dict[int, list[Tensor]] = {}  # bs -> the static rows a step of bs requests copies into
@@ -213,24 +223,18 @@ class DirectVerify:
         graphs.accept.replay()
         return (graphs.target_outputs.next_token_logits[: bs * self.budget], *self.accept.results(bs))
 
-    def real_rows(self, bucket: int) -> Tensor:
-        """Which of ``bucket`` rows hold a request of this step (graph body)."""
-        return torch.arange(bucket, device=self.seq_lens.device) < self.num_real
-
     def write_draft_inputs(self, bucket: int) -> None:
         """The head graph's inputs of ``bucket`` rows, ``[bonus, MASK x D]`` at ``seq_len ..``, and the block's
         slots and positions (graph body)."""
-        head = rows_of(self.head, bucket, self.width)
-        slots, positions = write_head_inputs(head, self.real_rows(bucket), self.seq_lens[:bucket],
-                                             self.req_pool_indices[:bucket], self.bonus[:bucket], self.req_to_token,
-                                             self.mask_token_id, self.head_seq_len_fill)  # fmt: skip
-        self.block_slots[:bucket].copy_(slots)
-        self.block_positions[:bucket].copy_(positions)
+        self.write_head_inputs(rows_of(self.head, bucket, self.width), self.block_slots[:bucket],
+                               self.block_positions[:bucket], self.num_real, self.seq_lens[:bucket],
+                               self.req_pool_indices[:bucket], self.bonus[:bucket], self.req_to_token,
+                               self.mask_token_id, self.head_seq_len_fill)  # fmt: skip
 
     def prepare(self, bucket: int) -> tuple[list[Tensor], Tensor]:
         """The trees and every verify input of ``bucket`` rows (graph body); returns ``GreedyAccept``'s
         per-tree inputs (candidates and the three retrieve lists, ``[bucket, N]`` each) and which rows are real."""
-        n, real = self.budget, self.real_rows(bucket)
+        n, real = self.budget, real_rows(self.num_real, bucket)
         tree, _ = self.build_tree(self.draft_topk.ids[:bucket], self.draft_topk.logprobs[:bucket], self.bonus[:bucket])
         self.write_tree_mask(tree.parents, tree.max_depth)
         target = rows_of(self.target, bucket, n)
@@ -239,10 +243,9 @@ class DirectVerify:
         seq_lens = torch.where(real, self.seq_lens[:bucket], 0)
         build_verify_inputs_fused(tree, seq_lens, TreeMaskMode.QLEN_ONLY,
                                   VerifyInputs(mask, target["positions"], *lists, target["input_ids"]))
-        accept_inputs = pad_verify_rows(target, lists, real, seq_lens,
-                                        torch.where(real, self.req_pool_indices[:bucket], 0), self.req_to_token,
-                                        self.seq_len_fill, self.accept.own_nodes[:bucket])  # fmt: skip
-        return accept_inputs, real
+        self.pad_verify_inputs(target, lists, self.num_real, self.seq_lens[:bucket], self.req_pool_indices[:bucket],
+                               self.req_to_token, self.seq_len_fill, self.accept.own_nodes[:bucket])  # fmt: skip
+        return [target["input_ids"].view(bucket, n), *lists], real
 
     def accept_step(self, bucket: int, outputs: Any, accept_inputs: list[Tensor], real: Tensor) -> None:
         """Greedy acceptance of ``bucket`` rows from the target graph's outputs (graph body)."""
@@ -264,50 +267,3 @@ def rows_of(buffers: dict[str, Tensor], bucket: int, width: int) -> dict[str, Te
     """The first ``bucket`` rows of a graph's input buffers, ``width`` tokens a row."""
     return {name: buffer[: bucket * width] if name in ("input_ids", "positions", "out_cache_loc") else buffer[:bucket]
             for name, buffer in buffers.items()}  # fmt: skip
-
-
-def write_head_inputs(head: dict[str, Tensor], real: Tensor, seq_lens: Tensor, req_pool_indices: Tensor, bonus: Tensor,
-                      req_to_token: Tensor, mask_token_id: int, seq_len_fill: int,
-                      make_draft_inputs: Callable[..., DraftBlock] = draft_inputs_fused) -> tuple[Tensor, Tensor]:
-    """The rest of ``write_draft_inputs`` (separate so that it runs on a CPU in tests): the head graph's inputs for
-    ``B`` rows (``head``, ``rows_of`` its buffers) as SGLang's buffer fill gives them, rows past the batch
-    (``~real``) padded; returns the block's slots and positions ``[B, W]`` (garbage on padding rows)."""
-    width = head["input_ids"].shape[0] // real.shape[0]
-    seq_lens, req_pool_indices = torch.where(real, seq_lens, 0), torch.where(real, req_pool_indices, 0)
-    block_ids, slots, positions = make_draft_inputs(seq_lens, req_pool_indices, req_to_token, bonus, mask_token_id,
-                                                    width)  # fmt: skip
-    head["input_ids"].copy_(block_ids.flatten())
-    fill_padded_inputs(head, real, positions, slots, seq_lens, req_pool_indices, seq_len_fill)
-    return slots, positions
-
-
-def fill_padded_inputs(buffers: dict[str, Tensor], real: Tensor, positions: Tensor, slots: Tensor, seq_lens: Tensor,
-                       req_pool_indices: Tensor, seq_len_fill: int) -> None:
-    """Positions, KV slots, ``seq_lens`` and request rows of ``B`` rows into a graph's input ``buffers`` (``rows_of``),
-    as SGLang's buffer fill leaves a batch padded to ``B``: rows past it (``~real``) get position and slot 0 and
-    ``seq_len_fill``. ``positions``, ``slots``: ``[B, T]`` or ``[B * T]``; ``req_pool_indices``: 0 past the batch."""
-    tokens = slots.numel() // real.shape[0]
-    real_tokens = real[:, None].expand(real.shape[0], tokens).reshape(-1)  # (repeat_interleave may sync)
-    buffers["out_cache_loc"].copy_(torch.where(real_tokens, slots.flatten(), 0))
-    buffers["positions"].copy_(torch.where(real_tokens, positions.flatten(), 0))
-    buffers["seq_lens"].copy_(torch.where(real, seq_lens, seq_len_fill))
-    buffers["req_pool_indices"].copy_(req_pool_indices)
-
-
-def pad_verify_rows(target: dict[str, Tensor], lists: Tensor, real: Tensor, seq_lens: Tensor, req_pool_indices: Tensor,
-                    req_to_token: Tensor, seq_len_fill: int, own_nodes: Tensor) -> list[Tensor]:
-    """The rest of ``prepare`` (separate so that it runs on a CPU in tests): fill the target's ``seq_lens``,
-    request rows and KV slots, give rows past the batch (``~real``) SGLang's padding, and return
-    ``GreedyAccept``'s inputs with a root-only tree over their own node ids for those rows.
-
-    ``target`` holds the graph's buffers for ``B`` rows (``input_ids``, ``positions``, ``out_cache_loc``:
-    ``[B * N]``; ``seq_lens``, ``req_pool_indices``: ``[B]``), tokens and positions already written; ``lists``:
-    ``[3, B, N]`` retrieve index, next token, next sibling; ``seq_lens``, ``req_pool_indices``: 0 past the batch.
-    """
-    bucket, n = lists.shape[1], lists.shape[2]
-    offsets = torch.arange(n, device=real.device)
-    slots = req_to_token[req_pool_indices[:, None], seq_lens[:, None] + offsets].to(torch.int64)
-    fill_padded_inputs(target, real, target["positions"], slots, seq_lens, req_pool_indices, seq_len_fill)
-    real_rows = real[:, None]
-    return [target["input_ids"].view(bucket, n), torch.where(real_rows, lists[0], own_nodes),
-            torch.where(real_rows, lists[1], -1), torch.where(real_rows, lists[2], -1)]
