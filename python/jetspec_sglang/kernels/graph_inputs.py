@@ -5,9 +5,10 @@ would leave them for a batch padded to its graph's size.
 buffers itself: token ids, positions, KV slots (``req_to_token[req, seq_len + j]``), ``seq_lens`` and request rows,
 with position and slot 0 and ``seq_len_fill`` on rows past the batch (SGLang's ZERO and FILL_SENTINEL padding).
 
-- ``head_graph_inputs_reference`` / ``pad_verify_inputs_reference``: the PyTorch definitions, about 20 small launches
-  each; on an H100 (fourteenth session, SmolLM2 shape, bs 1) they were 24 us before the head's graph and about 25 us
-  of the tree graph, most of a step's launches under 2 us (``benchmark/results/step_breakdown_h100/``).
+- ``head_graph_inputs_reference`` / ``pad_verify_inputs_reference``: the PyTorch definitions (the head's block from
+  ``make_draft_inputs``: the one-launch ``draft_inputs_fused`` in serving, ``draft_inputs_torch`` in tests), about 20
+  small launches each; on an H100 (fourteenth session, SmolLM2 shape, bs 1) they were 24 us before the head's graph
+  and about 25 us of the tree graph, most of a step's launches under 2 us (``benchmark/results/step_breakdown_h100/``).
 - ``head_graph_inputs`` / ``pad_verify_inputs``: the same in one Triton launch each (``graph_inputs_triton.py``);
   no host sync, so a CUDA graph can capture them. ``JETSPEC_GRAPH_INPUTS=fused`` selects them.
 

@@ -104,8 +104,9 @@ class GreedyAccept:
         ]
         self.real_rows = torch.ones((max_bs,), dtype=torch.bool, device=device)
         self.own_nodes = torch.arange(max_bs * n, **i64).view(max_bs, n)  # retrieve_index of a root-only tree
-        self.rows = torch.arange(max_bs, **i64)  # row b of a step's slot table is request b's
-        self.zeros = torch.zeros((max_bs,), **i64)
+        # The KV move's slot table is ``out_cache_loc [B, N]``: request b is its row b, starting at column 0.
+        self.table_rows = torch.arange(max_bs, **i64)
+        self.table_starts = torch.zeros((max_bs,), **i64)
         # Outputs, read back right after each replay.
         self.predict = torch.zeros((max_bs, n), dtype=torch.int32, device=device)
         self.accept_lens = torch.zeros((max_bs,), dtype=torch.int32, device=device)
@@ -144,8 +145,8 @@ class GreedyAccept:
         # The accepted path's target KV to the block's first slots (what SGLang's tree path does). Those slots,
         # ``req_to_token[req, seq_len + i]``, are the tree's own first ones (SGLang's verify and ``DirectVerify`` both
         # give node ``i`` that slot), so the move reads them from ``out_cache_loc``: acceptance reads nothing the
-        # scheduler writes (``DirectVerify.read_done`` relies on it).
-        kv_batch = SimpleNamespace(seq_lens=self.zeros[:bs], req_pool_indices=self.rows[:bs],
+        # scheduler writes (the WAR read-done event ``JetSpecWorker.decode_direct`` records relies on it).
+        kv_batch = SimpleNamespace(seq_lens=self.table_starts[:bs], req_pool_indices=self.table_rows[:bs],
                                    req_to_token_pool=SimpleNamespace(req_to_token=out_cache_loc),
                                    out_cache_loc=out_cache_loc.flatten())
         move_accept_tokens_to_target_kvcache(kv_batch, accept_index, accept_lens - 1, self.kv_allocator)
