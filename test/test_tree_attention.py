@@ -317,14 +317,16 @@ SWEEP_TILES = ("64x64x4x3", "64x128x4x2", "128x128x8x2", "32x64x4x3", "16x64x2x3
 
 @needs_triton
 @pytest.mark.parametrize("tile", SWEEP_TILES)
-def test_tiles_a_benchmark_sweeps_compile_for_hopper(tile: str) -> None:
-    """``tree_attention_bench.py --tiles`` times these at SmolLM2's shape (head_dim 64, bf16, split and fused)."""
+@pytest.mark.parametrize("head_dim,group", [(64, 3), (128, 4)])
+def test_tiles_a_benchmark_sweeps_compile_for_hopper(tile: str, head_dim: int, group: int) -> None:
+    """``tree_attention_bench.py --tiles`` times these at SmolLM2's shape (head_dim 64) and Qwen3-8B's (head_dim
+    128), bf16, split and fused."""
     from jetspec_sglang.kernels import tree_attention_triton as kernels
 
     block_m, block_n, num_warps, num_stages = Tile.parse(tile)
     for fused_merge in (False, True):
-        constexprs = dict(GROUP=3, HEAD_DIM=64, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=True, DOT_PRECISION="tf32",
-                          FUSED_MERGE=fused_merge, WINDOW=False)
+        constexprs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=True,
+                          DOT_PRECISION="tf32", FUSED_MERGE=fused_merge, WINDOW=False)
         compile_for_sm90(kernels.tree_attention_fwd, constexprs, "bf16", num_warps=num_warps, num_stages=num_stages)
 
 

@@ -175,7 +175,11 @@ def run_config(bs: int, n: int, context: int, args: argparse.Namespace, flush: t
         except Exception as err:
             row["flashinfer_error"] = f"{type(err).__name__}: {err}"
     for name, (fn, out) in paths.items():
-        fn()
+        try:  # a tile of the sweep may not fit this shape (shared memory, registers): recorded, the rest go on
+            fn()
+        except Exception as err:
+            row[f"{name}_error"] = f"not run: {type(err).__name__}: {str(err)[:200]}"
+            continue
         err = (out.double() - want).abs().max().item()
         row[f"{name}_err"] = err
         if err > 2 * row["bf16_torch_err"] + 1e-6:
