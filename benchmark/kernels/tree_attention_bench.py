@@ -255,12 +255,14 @@ def main() -> None:
                         help="the kernel's min_split_keys values to time (one row each)")
     parser.add_argument("--tiles", nargs="+", default=["default"],
                         help="launch configurations to time, BLOCK_MxBLOCK_NxWARPSxSTAGES or default (one row each)")
+    parser.add_argument("--no-flashinfer", action="store_true",
+                        help="time ours only (FlashInfer's first use on a fresh machine JIT-compiles for minutes)")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
     args.hot = args.hot or args.graph
     tiles = [None if text == "default" else Tile.parse(text) for text in args.tiles]
 
-    fi_note = flashinfer_status()
+    fi_note = "not timed (--no-flashinfer)" if args.no_flashinfer else flashinfer_status()
     hbm = hbm_gbps()
     meta = {
         **run_metadata(("triton", "flashinfer-python")),

@@ -19,8 +19,8 @@ case $SHAPE in
   qwen3-8b) HEADS="--q-heads 32 --kv-heads 8 --head-dim 128"; CONTEXTS="256 1024" ;;
   *) echo "SHAPE must be smollm2-135m or qwen3-8b, got $SHAPE"; exit 2 ;;
 esac
-timeout 200 python3 benchmark/kernels/tree_attention_bench.py $HEADS --bs 1 4 --budgets 64 128 --contexts $CONTEXTS \
-  --grid-context 8192 --tiles default $TILES --graph --out $OUT/tiles_$SHAPE > /tmp/tiles_$SHAPE.out 2>&1
+timeout ${SWEEP_SECONDS:-150} python3 benchmark/kernels/tree_attention_bench.py $HEADS --bs 1 4 --budgets 64 128 --contexts $CONTEXTS \
+  --grid-context 8192 --tiles default $TILES --graph --no-flashinfer --out $OUT/tiles_$SHAPE > /tmp/tiles_$SHAPE.out 2>&1
 echo "tile sweep rc=$? in $(( $(date +%s) - START )) s"
 BEST=$(python3 - "$OUT/tiles_$SHAPE.json" <<'EOF'
 import json, math, sys
