@@ -88,7 +88,10 @@ def test_buckets_whose_taps_would_not_fit_keep_sglang_path() -> None:
 
 
 @pytest.mark.gpu
-def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip) -> None:
+@pytest.mark.parametrize("walk", ["sglang", "fused"])
+def test_graphed_greedy_accept_equals_the_reference_walk(greedy_accept_or_skip, monkeypatch, walk: str) -> None:
+    """With SGLang's walk and with ``kernels.greedy_walk`` (``JETSPEC_ACCEPT_WALK``)."""
+    monkeypatch.setenv("JETSPEC_ACCEPT_WALK", walk)
     gen = torch.Generator().manual_seed(31)
     req_to_token = (torch.arange(REQ_ROWS * REQ_LEN, dtype=torch.int32) + 1).view(REQ_ROWS, REQ_LEN).cuda()
     kv = MovingKVPool(REQ_ROWS * REQ_LEN + 1)  # slot 0 is SGLang's padding slot

@@ -216,6 +216,14 @@ def tiny_fused_graph_input_runs(tiny_models, tiny_plain):
                                       JETSPEC_DIRECT_VERIFY="required", JETSPEC_GRAPH_INPUTS="fused"))
 
 
+@pytest.fixture(scope="module")
+def tiny_fused_accept_walk_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with graphed greedy acceptance in ``kernels.greedy_walk``'s one launch
+    (``JETSPEC_ACCEPT_WALK=fused``) instead of SGLang's walk, bonus fill and slot compaction."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_ACCEPT_WALK="fused"))
+
+
 def first_difference(got: list[int], expected: list[int]) -> int | None:
     """Index of the first token where ``got`` parts from ``expected``, None where it does not."""
     return next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)
@@ -280,6 +288,12 @@ def test_tiny_fp32_fused_graph_inputs_draft_the_same_trees(tiny_runs, tiny_fused
     """The direct step with its graph inputs from ``kernels.graph_inputs``' one-launch kernel: lossless, and every
     request's accepted length as with PyTorch's ops (the same drafted trees)."""
     assert_same_trees(tiny_runs, tiny_fused_graph_input_runs)
+
+
+def test_tiny_fp32_fused_accept_walk_accepts_the_same_paths(tiny_runs, tiny_fused_accept_walk_runs) -> None:
+    """Greedy acceptance by ``kernels.greedy_walk``: lossless, and every request's accepted length as with SGLang's
+    walk (a wrong path, KV move or head commit would change the next trees, and with them the lengths)."""
+    assert_same_trees(tiny_runs, tiny_fused_accept_walk_runs)
 
 
 def test_tiny_fp32_vocab_topk_drafts_the_same_trees_fused_or_torch(tiny_runs, tiny_torch_topk_runs) -> None:

@@ -32,6 +32,7 @@ JETSPEC_VARIANTS = {
     "jetspec-sglang-head": {"JETSPEC_HEAD_ATTENTION": "sglang"},  # the head's block attention by SGLang's kernel
     "jetspec-kernel-merge": {"JETSPEC_SPLIT_MERGE": "kernel"},  # tree attention's splits merged by a second launch
     "jetspec-fused-graph-inputs": {"JETSPEC_GRAPH_INPUTS": "fused"},  # a direct step's graph inputs in one launch each
+    "jetspec-fused-accept": {"JETSPEC_ACCEPT_WALK": "fused"},  # graphed greedy acceptance's walk in one launch
 }
 
 

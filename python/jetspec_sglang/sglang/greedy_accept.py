@@ -7,6 +7,8 @@ head's context K/V. On SmolLM2 at bs 1 that host work, not the GPU, bounds the s
 (``benchmark/results/step_breakdown_h200``). For all-greedy batches ``GreedyAccept`` runs the same
 SGLang pieces (``verify_tree_greedy``, ``fill_bonus_tokens``, ``move_accept_tokens_to_target_kvcache``)
 and the head's commit as one graph replay, with the argmax written straight into its input.
+``JETSPEC_ACCEPT_WALK=fused`` replaces those pieces' ~20 launches by ``kernels.greedy_walk``'s one, then moves the
+KV through the same pool call SGLang's move makes.
 
 Every other batch (sampling, grammar, logprobs, penalties, logit bias) keeps SGLang's path.
 Padding rows of a bucket accept nothing, so they move no KV and commit nothing.
@@ -21,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..kernels.greedy_walk import WalkOutputs, greedy_walk, select_accept_walk
 from .step_graphs import BucketedGraphs
 
 TAPS_BUFFER_LIMIT = 256 << 20  # bytes of static tap features ``GreedyAccept`` may hold (all buckets share it)
@@ -112,6 +115,12 @@ class GreedyAccept:
         self.accept_lens = torch.zeros((max_bs,), dtype=torch.int32, device=device)
         self.bonus = torch.zeros((max_bs,), dtype=torch.int32, device=device)
         self.new_seq_lens = torch.zeros((max_bs,), **i64)
+        # ``JETSPEC_ACCEPT_WALK=fused``: one launch writes those outputs, the KV move's slot pairs and the path's nodes.
+        self.walk = None
+        if select_accept_walk() == "fused":
+            self.walk = WalkOutputs(self.predict, self.accept_lens, self.bonus, self.new_seq_lens,
+                                    torch.zeros((max_bs, w), **i64), torch.zeros((max_bs * w,), **i64),
+                                    torch.zeros((max_bs * w,), **i64))  # fmt: skip
         self.graphs = BucketedGraphs(self.accept, buckets, lambda bs: [x[:bs] for x in self.inputs],
                                      pad_rows=self._accept_nothing_past)
 
@@ -125,6 +134,10 @@ class GreedyAccept:
                retrieve_next_token: Tensor, retrieve_next_sibling: Tensor, seq_lens: Tensor, out_cache_loc: Tensor,
                block_positions: Tensor, block_slots: Tensor, real: Tensor) -> None:
         """The graph's body, on ``B`` rows; writes ``predict``, ``accept_lens``, ``bonus``, ``new_seq_lens``."""
+        if self.walk is not None:
+            return self.accept_in_one_walk(target_predict, taps, candidates, retrieve_index, retrieve_next_token,
+                                           retrieve_next_sibling, seq_lens, out_cache_loc, block_positions,
+                                           block_slots, real)  # fmt: skip
         from sglang.kernels.ops.speculative.eagle import fill_bonus_tokens_func
         from sglang.srt.speculative.eagle_utils import verify_tree_greedy_func
         from sglang.srt.speculative.spec_utils import move_accept_tokens_to_target_kvcache
@@ -157,6 +170,16 @@ class GreedyAccept:
         front[:, :w] = accept_tokens
         self.accept_lens[:bs].copy_(accept_lens)
         self.new_seq_lens[:bs].copy_(seq_lens + accept_lens)
+
+    def accept_in_one_walk(self, target_predict: Tensor, taps: Tensor, candidates: Tensor, retrieve_index: Tensor,
+                           retrieve_next_token: Tensor, retrieve_next_sibling: Tensor, seq_lens: Tensor,
+                           out_cache_loc: Tensor, block_positions: Tensor, block_slots: Tensor, real: Tensor) -> None:
+        """``accept`` with ``greedy_walk`` in place of SGLang's walk, bonus fill and slot compaction."""
+        walk = self.walk.rows(target_predict.shape[0])
+        greedy_walk(target_predict, candidates, retrieve_index, retrieve_next_token, retrieve_next_sibling, real,
+                    seq_lens, out_cache_loc, walk)  # fmt: skip
+        self.kv_allocator.get_kvcache().move_kv_cache(walk.move_tgt, walk.move_src)  # the call SGLang's move makes
+        self.write_committed(taps.flatten(0, 1)[walk.accepted_nodes], block_positions, block_slots, walk.accept_lens)
 
     def __call__(self, logits: Tensor, taps: Tensor, verify_input: Any, seq_lens: Tensor, out_cache_loc: Tensor,
                  block_positions: Tensor, block_slots: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

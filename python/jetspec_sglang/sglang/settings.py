@@ -29,6 +29,7 @@ from typing import Any, Optional
 from ..draft_head import check_head_matches_target
 from ..head_config import DraftHeadConfig
 from ..kernels.graph_inputs import select_graph_inputs
+from ..kernels.greedy_walk import select_accept_walk
 from .budget_plan import verify_token_cap
 from .direct_verify import direct_verify_mode
 from .greedy_accept import greedy_accept_enabled
@@ -134,6 +135,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     greedy_accept_enabled()  # JETSPEC_GREEDY_ACCEPT
     direct_verify_mode()  # JETSPEC_DIRECT_VERIFY
     select_graph_inputs()  # JETSPEC_GRAPH_INPUTS
+    select_accept_walk()  # JETSPEC_ACCEPT_WALK
     select_vocab_topk(1)  # JETSPEC_VOCAB_TOPK
     select_head_attention()  # JETSPEC_HEAD_ATTENTION
 
