@@ -6,6 +6,7 @@
 # 2. the tile whose fused-merge kernel time has the smallest geometric mean over those rows, if it beats the
 #    default's by 3% or more, becomes `jetspec-tile-TILE:BUDGET` in the A/B;
 # 3. `quick_breakdown.sh "jetspec:BUDGET [jetspec-tile-TILE:BUDGET] $1 jetspec:BUDGET plain" "$BS"` (4 files).
+# AB=0 stops after the sweep, which stays in /tmp for a later call on the same warm machine to reuse.
 # At most $2 seconds in all (default 560). Usage:
 #   bash scripts/device_session/tile_ab.sh "jetspec-fused-graph-inputs:64" 560
 #   SHAPE=qwen3-8b BUDGET=128 BS="1" bash scripts/device_session/tile_ab.sh "" 560
@@ -19,9 +20,15 @@ case $SHAPE in
   qwen3-8b) HEADS="--q-heads 32 --kv-heads 8 --head-dim 128"; CONTEXTS="256 1024" ;;
   *) echo "SHAPE must be smollm2-135m or qwen3-8b, got $SHAPE"; exit 2 ;;
 esac
-timeout ${SWEEP_SECONDS:-150} python3 benchmark/kernels/tree_attention_bench.py $HEADS --bs 1 4 --budgets 64 128 --contexts $CONTEXTS \
-  --grid-context 8192 --tiles default $TILES --graph --no-flashinfer --out $OUT/tiles_$SHAPE > /tmp/tiles_$SHAPE.out 2>&1
-echo "tile sweep rc=$? in $(( $(date +%s) - START )) s"
+if [ -f /tmp/tiles_$SHAPE.json ]; then  # swept by an earlier call on this machine (AB=0)
+  echo "tile sweep: reusing /tmp/tiles_$SHAPE.json"
+else
+  timeout ${SWEEP_SECONDS:-150} python3 benchmark/kernels/tree_attention_bench.py $HEADS --bs 1 4 --budgets 64 128 \
+    --contexts $CONTEXTS --grid-context 8192 --tiles default $TILES --graph --no-flashinfer --out /tmp/tiles_$SHAPE \
+    > /tmp/tiles_$SHAPE.out 2>&1
+  echo "tile sweep rc=$? in $(( $(date +%s) - START )) s"
+fi
+cp /tmp/tiles_$SHAPE.json /tmp/tiles_$SHAPE.md $OUT/
 BEST=$(python3 - "$OUT/tiles_$SHAPE.json" <<'EOF'
 import json, math, sys
 rows = json.load(open(sys.argv[1]))["rows"]
@@ -39,6 +46,7 @@ EOF
 )
 grep "^|" $OUT/tiles_$SHAPE.md | cut -d'|' -f2-7 | head -60
 echo "fastest tile against the default: ${BEST:-none by 3% or more}"
+[ "${AB:-1}" = 0 ] && exit 0
 CONFIGS="jetspec:$BUDGET ${BEST:+jetspec-tile-$BEST:$BUDGET} $1 jetspec:$BUDGET plain"
 echo "A/B: $CONFIGS"
 SHAPE=$SHAPE bash scripts/device_session/quick_breakdown.sh "$CONFIGS" "$BS" $(( ${2:-560} - ($(date +%s) - START) - 15 ))
