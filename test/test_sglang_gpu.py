@@ -224,6 +224,14 @@ def tiny_fused_accept_walk_runs(tiny_models, tiny_plain):
                                       JETSPEC_DIRECT_VERIFY="required", JETSPEC_ACCEPT_WALK="fused"))
 
 
+@pytest.fixture(scope="module")
+def tiny_fused_context_kv_runs(tiny_models, tiny_plain):
+    """``tiny_runs`` with the head's context K/V from SGLang's fused KV materialization (``JETSPEC_CONTEXT_KV=fused``,
+    which refuses to start where the head cannot take it)."""
+    return (tiny_plain, *jetspec_runs(tiny_models, overlap=False, JETSPEC_VERIFY_TOKENS="128",
+                                      JETSPEC_DIRECT_VERIFY="required", JETSPEC_CONTEXT_KV="fused"))
+
+
 def first_difference(got: list[int], expected: list[int]) -> int | None:
     """Index of the first token where ``got`` parts from ``expected``, None where it does not."""
     return next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)
@@ -294,6 +302,16 @@ def test_tiny_fp32_fused_accept_walk_accepts_the_same_paths(tiny_runs, tiny_fuse
     """Greedy acceptance by ``kernels.greedy_walk``: lossless, and every request's accepted length as with SGLang's
     walk (a wrong path, KV move or head commit would change the next trees, and with them the lengths)."""
     assert_same_trees(tiny_runs, tiny_fused_accept_walk_runs)
+
+
+def test_tiny_fp32_fused_context_kv_is_lossless_and_drafts_as_well(tiny_runs, tiny_fused_context_kv_runs) -> None:
+    """The head's context K/V by SGLang's stacked projection and one norm-and-RoPE kernel: lossless (the target
+    decides), and the head drafts as well (mean accepted length within 5%; a wrong layer, position or slot would
+    collapse it). Not the same trees request by request: the two paths round in different places."""
+    assert_identical_with_radix_repeat(tiny_fused_context_kv_runs)
+    accepted = [[o["meta_info"]["spec_accept_length"] for o in r[1]] for r in (tiny_fused_context_kv_runs, tiny_runs)]
+    mean = [sum(a) / len(a) for a in accepted]
+    assert mean[0] >= 0.95 * mean[1], mean
 
 
 def test_tiny_fp32_vocab_topk_drafts_the_same_trees_fused_or_torch(tiny_runs, tiny_torch_topk_runs) -> None:

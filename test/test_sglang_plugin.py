@@ -93,7 +93,7 @@ def test_overlap_follows_sglang_flag_unless_turned_off(tmp_path, monkeypatch) ->
                                  "JETSPEC_VERIFY_INPUTS", "JETSPEC_DRAFT_INPUTS", "JETSPEC_GREEDY_ACCEPT",
                                  "JETSPEC_DIRECT_VERIFY", "JETSPEC_VOCAB_TOPK", "JETSPEC_HEAD_ATTENTION",
                                  "JETSPEC_SPLIT_MERGE", "JETSPEC_TREE_TILE", "JETSPEC_GRAPH_INPUTS",
-                                 "JETSPEC_ACCEPT_WALK"])
+                                 "JETSPEC_ACCEPT_WALK", "JETSPEC_CONTEXT_KV"])
 def test_validator_rejects_a_bad_switch_before_the_scheduler_starts(tmp_path, monkeypatch, env) -> None:
     monkeypatch.setenv(env, "maybe")
     with pytest.raises(ValueError, match=env):

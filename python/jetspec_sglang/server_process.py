@@ -33,6 +33,7 @@ JETSPEC_VARIANTS = {
     "jetspec-kernel-merge": {"JETSPEC_SPLIT_MERGE": "kernel"},  # tree attention's splits merged by a second launch
     "jetspec-fused-graph-inputs": {"JETSPEC_GRAPH_INPUTS": "fused"},  # a direct step's graph inputs in one launch each
     "jetspec-fused-accept": {"JETSPEC_ACCEPT_WALK": "fused"},  # graphed greedy acceptance's walk in one launch
+    "jetspec-fused-context-kv": {"JETSPEC_CONTEXT_KV": "fused"},  # the head's context K/V by SGLang's stacked GEMM
 }
 
 

@@ -32,6 +32,7 @@ from ..kernels.graph_inputs import select_graph_inputs
 from ..kernels.greedy_walk import select_accept_walk
 from .budget_plan import verify_token_cap
 from .direct_verify import direct_verify_mode
+from .draft_kv import select_context_kv
 from .greedy_accept import greedy_accept_enabled
 from .head_attention import select_head_attention
 from .tree_builder import check_kernel_switches
@@ -136,6 +137,7 @@ def validate_server_args(server_args: Any) -> TreeSettings:
     direct_verify_mode()  # JETSPEC_DIRECT_VERIFY
     select_graph_inputs()  # JETSPEC_GRAPH_INPUTS
     select_accept_walk()  # JETSPEC_ACCEPT_WALK
+    select_context_kv()  # JETSPEC_CONTEXT_KV
     select_vocab_topk(1)  # JETSPEC_VOCAB_TOPK
     select_head_attention()  # JETSPEC_HEAD_ATTENTION
 

@@ -138,7 +138,8 @@ class JetSpecWorker(BaseSpecWorker):
         # so that CUDA-graph capture embeds inside the draft graph.
         self.draft_model.forward_embed = lambda input_ids: embed_tokens(input_ids)
         self.lm_head = target_model.lm_head
-        self.context_writer = DraftContextWriter(self.draft_model_runner)
+        max_position = self.model_runner.model_config.context_len + self.block_len  # as DFLASH sizes its RoPE table
+        self.context_writer = DraftContextWriter(self.draft_model_runner, max_position)
         self.draft_spec_info = make_draft_block_spec_info(draft_token_num=self.block_len, device=self.device)
         if ps.tp_size > 1:
             from sglang.srt.distributed import get_tp_group
