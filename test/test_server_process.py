@@ -34,6 +34,8 @@ def test_jetspec_variants_share_flags_and_differ_in_environment() -> None:
     assert algorithm_env("jetspec-fused-graph-inputs:64") == {"JETSPEC_GRAPH_INPUTS": "fused"}
     assert algorithm_env("jetspec-fused-accept:64") == {"JETSPEC_ACCEPT_WALK": "fused"}
     assert algorithm_env("jetspec-fused-context-kv:64") == {"JETSPEC_CONTEXT_KV": "fused"}
+    assert algorithm_env("jetspec-fused-all:64") == {"JETSPEC_GRAPH_INPUTS": "fused", "JETSPEC_ACCEPT_WALK": "fused",
+                                                     "JETSPEC_CONTEXT_KV": "fused"}
     assert algorithm_env("jetspec-cap256:128") == {"JETSPEC_VERIFY_TOKENS": "256"}
     assert algorithm_env("jetspec-tile-64x128x4x2:64 #2") == {"JETSPEC_TREE_TILE": "64x128x4x2"}
     assert algorithm_args("jetspec-tile-64x128x4x2:64", "HEAD") == algorithm_args("jetspec:64", "HEAD")

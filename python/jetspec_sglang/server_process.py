@@ -34,6 +34,8 @@ JETSPEC_VARIANTS = {
     "jetspec-fused-graph-inputs": {"JETSPEC_GRAPH_INPUTS": "fused"},  # a direct step's graph inputs in one launch each
     "jetspec-fused-accept": {"JETSPEC_ACCEPT_WALK": "fused"},  # graphed greedy acceptance's walk in one launch
     "jetspec-fused-context-kv": {"JETSPEC_CONTEXT_KV": "fused"},  # the head's context K/V by SGLang's stacked GEMM
+    "jetspec-fused-all": {"JETSPEC_GRAPH_INPUTS": "fused", "JETSPEC_ACCEPT_WALK": "fused",
+                          "JETSPEC_CONTEXT_KV": "fused"},  # the three opt-in fusions above together
 }
 
 
