@@ -110,17 +110,11 @@ class GreedyAccept:
         # The KV move's slot table is ``out_cache_loc [B, N]``: request b is its row b, starting at column 0.
         self.table_rows = torch.arange(max_bs, **i64)
         self.table_starts = torch.zeros((max_bs,), **i64)
-        # Outputs, read back right after each replay.
-        self.predict = torch.zeros((max_bs, n), dtype=torch.int32, device=device)
-        self.accept_lens = torch.zeros((max_bs,), dtype=torch.int32, device=device)
-        self.bonus = torch.zeros((max_bs,), dtype=torch.int32, device=device)
-        self.new_seq_lens = torch.zeros((max_bs,), **i64)
-        # ``JETSPEC_ACCEPT_WALK=fused``: one launch writes those outputs, the KV move's slot pairs and the path's nodes.
-        self.walk = None
-        if select_accept_walk() == "fused":
-            self.walk = WalkOutputs(self.predict, self.accept_lens, self.bonus, self.new_seq_lens,
-                                    torch.zeros((max_bs, w), **i64), torch.zeros((max_bs * w,), **i64),
-                                    torch.zeros((max_bs * w,), **i64))  # fmt: skip
+        # Outputs, read back right after each replay: ``predict``, ``accept_lens``, ``bonus``, ``new_seq_lens``; with
+        # ``JETSPEC_ACCEPT_WALK=fused`` one launch writes them, the KV move's slot pairs and the path's nodes.
+        self.walk = WalkOutputs.empty(max_bs, n, w, device)
+        self.predict, self.accept_lens, self.bonus, self.new_seq_lens = self.walk[:4]
+        self.walk_in_one_launch = select_accept_walk() == "fused"
         self.graphs = BucketedGraphs(self.accept, buckets, lambda bs: [x[:bs] for x in self.inputs],
                                      pad_rows=self._accept_nothing_past)
 
@@ -134,7 +128,7 @@ class GreedyAccept:
                retrieve_next_token: Tensor, retrieve_next_sibling: Tensor, seq_lens: Tensor, out_cache_loc: Tensor,
                block_positions: Tensor, block_slots: Tensor, real: Tensor) -> None:
         """The graph's body, on ``B`` rows; writes ``predict``, ``accept_lens``, ``bonus``, ``new_seq_lens``."""
-        if self.walk is not None:
+        if self.walk_in_one_launch:
             return self.accept_in_one_walk(target_predict, taps, candidates, retrieve_index, retrieve_next_token,
                                            retrieve_next_sibling, seq_lens, out_cache_loc, block_positions,
                                            block_slots, real)  # fmt: skip
