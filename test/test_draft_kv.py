@@ -2,8 +2,9 @@
 SGLang's fused KV materialization, against the head's per-layer computation written out in PyTorch (the K/V slice
 of ``qkv_proj``, the per-head K RMSNorm, NeoX RoPE from the layer's cos/sin table).
 
-SGLang's module is loaded from its source (``JETSPEC_SGLANG_SRC``; CI unpacks it), and its Triton kernel runs in
-Triton's interpreter without CUDA (``triton_interpreter``), on layers that stand in for ``DFlashDecoderLayer``.
+SGLang's module is the installed one, or on a CPU machine loaded from its source (``JETSPEC_SGLANG_SRC``; CI unpacks
+it), where its Triton kernel runs in Triton's interpreter (``triton_interpreter``); the layers stand in for
+``DFlashDecoderLayer``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ CASES = ((4, 9, 3, 64, 96, 17), (2, 8, 2, 128, 64, 5), (1, 4, 4, 32, 48, 40))
 
 
 def materialize_module() -> ModuleType | None:
-    """SGLang 0.5.17's ``fused_kv_materialize`` from its source, or None where the source is missing."""
+    """SGLang 0.5.17's ``fused_kv_materialize``: installed (GPU machines), else from its source (CPU CI), else None."""
+    try:
+        return importlib.import_module("sglang.kernels.ops.speculative.fused_kv_materialize")
+    except ImportError:
+        pass
     src = sglang_source()
     path = src.joinpath(*MODULE) if src else None
     if path is None or not path.exists():
