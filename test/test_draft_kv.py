@@ -17,7 +17,7 @@ import torch
 
 from jetspec_sglang.sglang.draft_kv import StackedContextKV, select_context_kv
 from sglang_source import sglang_source
-from triton_interpreter import interpreted
+from triton_interpreter import compiled_or_interpreted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MODULE = ("sglang", "kernels", "ops", "speculative", "fused_kv_materialize.py")
@@ -97,9 +97,7 @@ def errors() -> dict:
     if materialize_module() is None:
         pytest.skip("needs SGLang 0.5.17's source (JETSPEC_SGLANG_SRC, unpacked by .ci/run)")
     pytest.importorskip("triton")
-    if DEVICE == "cuda":
-        return stacked_errors()
-    return interpreted("test_draft_kv", "stacked_errors")
+    return compiled_or_interpreted("test_draft_kv", "stacked_errors")
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))

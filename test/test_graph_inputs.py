@@ -21,7 +21,7 @@ from jetspec_sglang.kernels.graph_inputs import (
     pad_verify_inputs_reference,
     select_graph_inputs,
 )
-from triton_interpreter import interpreted
+from triton_interpreter import compiled_or_interpreted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
@@ -89,9 +89,7 @@ def fused_equals_reference() -> dict:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    if DEVICE == "cuda":
-        return fused_equals_reference()
-    return interpreted("test_graph_inputs", "fused_equals_reference")
+    return compiled_or_interpreted("test_graph_inputs", "fused_equals_reference")
 
 
 @needs_triton

@@ -19,7 +19,7 @@ from jetspec_sglang.tree_layout import TreeMaskMode, eagle_verify_inputs, tree_a
 from jetspec_sglang.verify import accept_tree
 from test_greedy_accept import target_choices_along
 from test_tree import random_proposals
-from triton_interpreter import interpreted
+from triton_interpreter import compiled_or_interpreted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
@@ -103,9 +103,7 @@ def case_name(rows: int, real: int, n: int, depth: int, topk: int) -> str:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    if DEVICE == "cuda":
-        return fused_equals_walk()
-    return interpreted("test_greedy_walk", "fused_equals_walk")
+    return compiled_or_interpreted("test_greedy_walk", "fused_equals_walk")
 
 
 @needs_triton

@@ -6,6 +6,7 @@ Triton reads TRITON_INTERPRET when it is first imported, and other test modules 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def interpreted(module: str, function: str) -> dict:
@@ -23,3 +25,10 @@ def interpreted(module: str, function: str) -> dict:
     if proc.returncode != 0:
         pytest.fail(f"the interpreted run failed:\n{proc.stderr[-6000:]}")
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+def compiled_or_interpreted(module: str, function: str) -> dict:
+    """``module.function()``: in this process where CUDA is available (the compiled kernels), else ``interpreted``."""
+    if torch.cuda.is_available():
+        return getattr(importlib.import_module(module), function)()
+    return interpreted(module, function)

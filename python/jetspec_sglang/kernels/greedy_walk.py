@@ -6,7 +6,8 @@ the accepted tokens and the bonus token, the KV move's slot lists, the copies in
 (fourteenth session, SmolLM2 shape, bs 1) they were about 35 us of a 1.78 ms step, each under 2 us
 (``benchmark/results/step_breakdown_h100/``). ``greedy_walk`` writes all of it in one Triton launch
 (``greedy_walk_triton.py``); the KV move and the head's commit then read its slot lists and node ids.
-``JETSPEC_ACCEPT_WALK=fused`` selects it (opt-in until a GPU run shows the step token-identical with it).
+``JETSPEC_ACCEPT_WALK=fused`` selects it (opt-in until a whole step is timed with it; it is token-identical
+in fp32 on an H100, with the same accepted lengths).
 
 The walk is SGLang's ``verify_tree_greedy``: from the root, the first child (in ``retrieve_next_token`` /
 ``retrieve_next_sibling`` order) whose draft token equals the target's choice at the last accepted node is

@@ -32,8 +32,8 @@ CHOICES = ("layers", "fused")
 
 def select_context_kv(choice: Optional[str] = None) -> str:
     """``choice``, else ``$JETSPEC_CONTEXT_KV``, else ``layers``: how the head's context K/V are computed (layer by
-    layer through the head's modules, or ``fused``, SGLang's stacked projection; opt-in until a GPU run shows the
-    head drafting as well with it)."""
+    layer through the head's modules, or ``fused``, SGLang's stacked projection; opt-in until a whole step is timed
+    with it: lossless and drafting as well in fp32 on an H100)."""
     choice = choice or os.environ.get(ENV) or "layers"
     if choice not in CHOICES:
         raise ValueError(f"{ENV} must be one of {CHOICES}, got {choice!r}")
@@ -77,6 +77,8 @@ class StackedContextKV:
         device = attn.qkv_proj.weight.device
         self.helper = materialize.FusedKVMaterializeHelper(layers, attn.rotary_emb, int(attn.num_kv_heads),
                                                            int(attn.head_dim), device, max_position_hint=max_position)
+        # The helper's own ``materialize`` grows a workspace when T grows: inside a captured graph that would leave the
+        # graph writing freed memory, so K/V go to fresh tensors (the graph's pool when captured) through its kernel.
         self.norm_rope = materialize._fused_norm_rope_stacked
         self.cos_sin_cache = attn.rotary_emb.cos_sin_cache  # at least max_position long now (the helper's check)
 
